@@ -1,0 +1,344 @@
+//! Options: read `/data/options.json` (inside the add-on) or a YAML/JSON file (standalone) into
+//! one validated [`Config`], before anything starts.
+//!
+//! Every problem is reported at once, each naming its key (`cameras[1].url`) and what is allowed.
+//! Camera URLs and passwords are kept in [`Secret`]s; the [`Config`] prints redacted. This module
+//! never opens a socket or starts a pipeline.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub use raw::{
+    CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CRY_THRESHOLD, DEFAULT_RTSP_PORT, DEFAULT_WEB_PORT,
+    LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
+};
+
+use crate::secret::{Secret, redact_url};
+
+/// Where the add-on's options live inside the container.
+pub const ADDON_OPTIONS_PATH: &str = "/data/options.json";
+
+/// Where the add-on keeps state between restarts.
+pub const ADDON_DATA_DIR: &str = "/data";
+
+/// The standalone data directory: `$XDG_STATE_HOME/vigil`, else `~/.local/state/vigil`, else
+/// `./vigil-data`.
+pub fn default_standalone_data_dir() -> PathBuf {
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(state).join("vigil");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(home).join(".local/state/vigil");
+    }
+    PathBuf::from("vigil-data")
+}
+
+/// The only peer that may open the panel inside Home Assistant: the Supervisor's ingress gateway.
+pub const INGRESS_GATEWAY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(172, 30, 32, 2));
+
+/// How Vigil was started, which decides a few defaults that the options do not carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inside Home Assistant: options from the Supervisor, panel only through ingress.
+    Addon,
+    /// From a config file or with no config at all.
+    Standalone,
+}
+
+/// Where the options come from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The add-on's `/data/options.json`, written by the Supervisor.
+    Addon(PathBuf),
+    /// A YAML or JSON file given with `--config`.
+    File(PathBuf),
+    /// No file: every default, and so the demo camera.
+    Defaults,
+}
+
+impl ConfigSource {
+    /// `--config` if given; else the add-on's options file if it exists; else the defaults.
+    pub fn discover(explicit: Option<&Path>) -> Self {
+        match explicit {
+            Some(path) => ConfigSource::File(path.to_path_buf()),
+            None if Path::new(ADDON_OPTIONS_PATH).exists() => {
+                ConfigSource::Addon(PathBuf::from(ADDON_OPTIONS_PATH))
+            }
+            None => ConfigSource::Defaults,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self {
+            ConfigSource::Addon(_) => Mode::Addon,
+            _ => Mode::Standalone,
+        }
+    }
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::Addon(p) => write!(f, "add-on options {}", p.display()),
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Defaults => f.write_str("built-in defaults"),
+        }
+    }
+}
+
+/// The validated options.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    #[serde(skip)]
+    pub mode: Mode,
+    /// Where state that survives a restart is kept: `/data` in the add-on. Not an option; set
+    /// with `--data-dir` standalone.
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    pub cameras: Vec<CameraConfig>,
+    pub cry_threshold: f32,
+    pub rtsp_port: u16,
+    /// Credentials a client must give to play the restream; `None` = open.
+    pub rtsp_auth: Option<Credentials>,
+    pub web_port: u16,
+    /// Peers that may open the panel on `web_port`; empty = anyone.
+    pub web_allow: Vec<IpNet>,
+    pub api_port: u16,
+    /// Credentials for the go2rtc-compatible API (HTTP Basic); `None` = open.
+    pub api_auth: Option<Credentials>,
+    pub mqtt: MqttOptions,
+    pub log_level: LogLevel,
+}
+
+impl Config {
+    /// Reads and validates the options from `source`.
+    pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+        let value = match source {
+            ConfigSource::Defaults => serde_json::Value::Object(Default::default()),
+            ConfigSource::Addon(path) | ConfigSource::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::single("", format!("cannot read {}: {e}", path.display()))
+                })?;
+                validate::parse_text(&text, is_json(path))?
+            }
+        };
+        validate::validate(value, source.mode())
+    }
+
+    /// Parses options from text (YAML, which also reads JSON), for tests and tools.
+    pub fn from_yaml(text: &str, mode: Mode) -> Result<Config, ConfigError> {
+        validate::validate(validate::parse_text(text, false)?, mode)
+    }
+
+    /// The options as understood, secrets redacted, as YAML (what `vigil check-config` prints).
+    pub fn to_redacted_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot print options: {e}\n"))
+    }
+
+    /// True when no camera is configured and the built-in demo camera runs instead.
+    pub fn uses_demo_camera(&self) -> bool {
+        self.cameras.is_empty()
+    }
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+/// One camera from the options.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CameraConfig {
+    /// Lowercase letters, digits and `_`: the restream path and the entity id.
+    pub name: String,
+    pub url: CameraUrl,
+    pub detection: bool,
+}
+
+/// A camera's RTSP URL, which may carry its password. Prints redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CameraUrl(Secret);
+
+impl CameraUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(Secret::new(url))
+    }
+
+    /// The URL with its credentials, for the camera's ingest only.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    pub fn redacted(&self) -> String {
+        redact_url(self.0.expose())
+    }
+}
+
+impl fmt::Debug for CameraUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for CameraUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl serde::Serialize for CameraUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// A user name and password pair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// The `mqtt` options. Empty means: ask the Supervisor.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MqttOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+}
+
+/// An IP address or network (`192.168.1.0/24`) allowed to open the panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn host(addr: IpAddr) -> Self {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        Self { addr, prefix }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address on a dual-stack socket.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix == full {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+impl serde::Serialize for IpNet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The `log_level` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_filter(&self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// One problem in the options: the key it is about and what is wrong or allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, such as `cameras[1].url`; empty for the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Everything wrong with the options, each problem on a line of its own.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    pub fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "invalid options ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! The options as written by the user: the shape of `/data/options.json` and of the standalone
+//! YAML file, before validation. Every key here has the same spelling in `config.yaml`,
+//! `translations/en.yaml` and DOCS.md.
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_RTSP_PORT: u16 = 8554;
+pub const DEFAULT_WEB_PORT: u16 = 8099;
+pub const DEFAULT_API_PORT: u16 = 1984;
+pub const DEFAULT_CRY_THRESHOLD: f64 = 0.5;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Top-level option keys, in the order the options form shows them.
+pub const TOP_KEYS: &[&str] = &[
+    "cameras",
+    "cry_threshold",
+    "rtsp_port",
+    "rtsp_username",
+    "rtsp_password",
+    "web_port",
+    "web_allow",
+    "api_port",
+    "api_username",
+    "api_password",
+    "mqtt",
+    "log_level",
+];
+
+/// Keys of one entry of `cameras`.
+pub const CAMERA_KEYS: &[&str] = &["name", "url", "detection"];
+
+/// Keys of `mqtt`.
+pub const MQTT_KEYS: &[&str] = &["host", "port", "username", "password"];
+
+/// Accepted values of `log_level`.
+pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warning", "error"];
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawOptions {
+    pub cameras: Vec<RawCamera>,
+    pub cry_threshold: f64,
+    pub rtsp_port: i64,
+    pub rtsp_username: Option<String>,
+    pub rtsp_password: Option<String>,
+    pub web_port: i64,
+    pub web_allow: Option<Vec<String>>,
+    pub api_port: i64,
+    pub api_username: Option<String>,
+    pub api_password: Option<String>,
+    pub mqtt: RawMqtt,
+    pub log_level: String,
+}
+
+impl Default for RawOptions {
+    fn default() -> Self {
+        Self {
+            cameras: Vec::new(),
+            cry_threshold: DEFAULT_CRY_THRESHOLD,
+            rtsp_port: DEFAULT_RTSP_PORT.into(),
+            rtsp_username: None,
+            rtsp_password: None,
+            web_port: DEFAULT_WEB_PORT.into(),
+            web_allow: None,
+            api_port: DEFAULT_API_PORT.into(),
+            api_username: None,
+            api_password: None,
+            mqtt: RawMqtt::default(),
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct RawCamera {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default = "default_true")]
+    pub detection: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawMqtt {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_of(value: serde_json::Value) -> Vec<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// The key tables drive the unknown-key check; they must list exactly the struct's fields.
+    #[test]
+    fn key_tables_match_the_structs() {
+        let mut top = keys_of(serde_json::to_value(RawOptions::default()).unwrap());
+        let mut want: Vec<String> = TOP_KEYS.iter().map(|s| s.to_string()).collect();
+        top.sort();
+        want.sort();
+        assert_eq!(top, want);
+
+        let camera = RawCamera {
+            name: String::new(),
+            url: String::new(),
+            detection: true,
+        };
+        let mut cam = keys_of(serde_json::to_value(camera).unwrap());
+        cam.sort();
+        let mut want: Vec<String> = CAMERA_KEYS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(cam, want);
+
+        let mut mqtt = keys_of(serde_json::to_value(RawMqtt::default()).unwrap());
+        mqtt.sort();
+        let mut want: Vec<String> = MQTT_KEYS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(mqtt, want);
+    }
+}

@@ -1,0 +1,18 @@
+//! Vigil: a baby-monitor camera hub for Home Assistant.
+//!
+//! The crate map (ARCHITECTURE.md has the whole picture):
+//!
+//! - [`config`]: options (`/data/options.json` or a YAML file) into one validated `Config`.
+//! - [`secret`]: `Secret` and URL redaction; the only way a credential is shown.
+//! - [`camera`]: one actor per camera owning its GStreamer pipeline.
+//! - [`web`]: the HTTP servers (panel through ingress, API) and the ingress guard.
+//! - [`app`]: wiring and the shutdown order.
+//! - [`cli`], [`logging`]: the command line and log output.
+
+pub mod app;
+pub mod camera;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod secret;
+pub mod web;

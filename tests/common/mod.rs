@@ -1,0 +1,211 @@
+//! Shared test helpers: run the real `vigil` binary with a config file, read what it logs, stop
+//! it the way the Supervisor does.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `vigil` binary cargo built for these tests.
+pub fn vigil_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
+}
+
+/// A TCP port that is free on loopback right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "vigil-test-{label}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `text` to `name` inside the directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Options with every port free, for a `vigil run` that does not collide with other tests.
+pub fn options_with_free_ports(extra: &str) -> String {
+    format!(
+        "rtsp_port: {}\nweb_port: {}\napi_port: {}\n{extra}",
+        free_port(),
+        free_port(),
+        free_port()
+    )
+}
+
+/// A running `vigil run`, with everything it writes to stdout and stderr collected.
+pub struct Vigil {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    pub data_dir: TempDir,
+}
+
+impl Vigil {
+    /// Starts `vigil run --config <options>` with a fresh data dir.
+    pub fn start(options: &str) -> Self {
+        Self::start_with_env(options, &[])
+    }
+
+    pub fn start_with_env(options: &str, env: &[(&str, &str)]) -> Self {
+        let data_dir = TempDir::new("data");
+        let config = data_dir.write("options.yaml", options);
+        let mut command = Command::new(vigil_bin());
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("cannot start vigil");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Self {
+            child,
+            output,
+            data_dir,
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "vigil exited ({status}) before logging {needle:?}:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "vigil did not log {needle:?} within {timeout:?}:\n{}",
+            self.output()
+        );
+    }
+
+    /// Sends SIGTERM, as the Supervisor does, and returns the exit status and how long it took.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        signal(self.child.id(), "TERM");
+        let status = self.wait(Duration::from_secs(10));
+        (status, started.elapsed())
+    }
+
+    /// Waits for the process to exit; kills it and panics after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("vigil did not exit within {timeout:?}:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal by name (`TERM`, `INT`, `STOP`, `CONT`, `KILL`) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Runs `vigil check-config --config <file with text>` and returns (exit code, stdout, stderr).
+pub fn check_config(name: &str, text: &str) -> (i32, String, String) {
+    let dir = TempDir::new("check");
+    let path = dir.write(name, text);
+    let out = Command::new(vigil_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("VIGIL_CONFIG")
+        .output()
+        .expect("cannot run vigil check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
