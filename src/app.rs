@@ -41,7 +41,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         });
     } else {
         for camera in &config.cameras {
-            tracing::info!(camera = %camera.name, url = %camera.url, "camera configured");
+            tracing::info!(camera = %camera.name, url = %camera.source, "camera configured");
         }
     }
 

@@ -4,15 +4,19 @@
 //!
 //! - [`config`]: options (`/data/options.json` or a YAML file) into one validated `Config`.
 //! - [`secret`]: `Secret` and URL redaction; the only way a credential is shown.
+//! - [`settings`]: per-camera settings changed from Home Assistant, persisted under /data.
 //! - [`camera`]: one actor per camera owning its GStreamer pipeline.
 //! - [`web`]: the HTTP servers (panel through ingress, API) and the ingress guard.
+//! - [`audio`]: cry detection (YAMNet and the detector) and what it reports.
 //! - [`app`]: wiring and the shutdown order.
 //! - [`cli`], [`logging`]: the command line and log output.
 
 pub mod app;
+pub mod audio;
 pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod secret;
+pub mod settings;
 pub mod web;

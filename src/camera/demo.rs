@@ -9,8 +9,7 @@ use futures::StreamExt;
 use gst::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-/// The demo camera's name, and so its restream path (`rtsp://<host>:8554/demo`).
-pub const DEMO_CAMERA_NAME: &str = "demo";
+pub use crate::config::DEMO_CAMERA_NAME;
 
 /// The demo pipeline as a launch description: H.264 video at 640×360, 15 fps, one keyframe a
 /// second, and an 8 kHz A-law tone, like a cheap IP camera sends.

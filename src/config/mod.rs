@@ -143,6 +143,19 @@ impl Config {
     pub fn uses_demo_camera(&self) -> bool {
         self.cameras.is_empty()
     }
+
+    /// The cameras to run: those configured, or the demo camera when there are none.
+    pub fn cameras_to_run(&self) -> Vec<CameraConfig> {
+        if self.uses_demo_camera() {
+            vec![CameraConfig {
+                name: DEMO_CAMERA_NAME.to_string(),
+                source: CameraSource::Demo,
+                detection: true,
+            }]
+        } else {
+            self.cameras.clone()
+        }
+    }
 }
 
 fn is_json(path: &Path) -> bool {
@@ -150,13 +163,41 @@ fn is_json(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
+/// The demo camera's name, and so its restream path (`rtsp://<host>:8554/demo`).
+pub const DEMO_CAMERA_NAME: &str = "demo";
+
 /// One camera from the options.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CameraConfig {
     /// Lowercase letters, digits and `_`: the restream path and the entity id.
     pub name: String,
-    pub url: CameraUrl,
+    #[serde(rename = "url")]
+    pub source: CameraSource,
     pub detection: bool,
+}
+
+/// Where a camera's stream comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraSource {
+    /// A real camera's RTSP URL.
+    Rtsp(CameraUrl),
+    /// The built-in test pattern, when no camera is configured.
+    Demo,
+}
+
+impl fmt::Display for CameraSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CameraSource::Rtsp(url) => url.fmt(f),
+            CameraSource::Demo => f.write_str("built-in demo"),
+        }
+    }
+}
+
+impl serde::Serialize for CameraSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// A camera's RTSP URL, which may carry its password. Prints redacted.

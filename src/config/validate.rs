@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::raw::{self, RawOptions};
 use super::{
-    CameraConfig, CameraUrl, Config, ConfigError, Credentials, INGRESS_GATEWAY, IpNet, LogLevel,
-    Mode, MqttOptions, Problem,
+    CameraConfig, CameraSource, CameraUrl, Config, ConfigError, Credentials, INGRESS_GATEWAY,
+    IpNet, LogLevel, Mode, MqttOptions, Problem,
 };
 use crate::secret::{Secret, redact_url};
 
@@ -226,7 +226,7 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         }
         cameras.push(CameraConfig {
             name: camera.name,
-            url: CameraUrl::new(camera.url),
+            source: CameraSource::Rtsp(CameraUrl::new(camera.url)),
             detection: camera.detection,
         });
     }
