@@ -3,7 +3,22 @@
 //!
 //! The types here are what the rest of Vigil reads (MQTT, the panel); they carry no I/O.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// The sample rate of the audio the detector hears (YAMNet's).
+pub const DETECTOR_SAMPLE_RATE: u32 = 16_000;
+
+/// A run of a camera's decoded audio as the detector hears it: mono, 16 kHz, f32 in [-1, 1].
+///
+/// The camera's audio branch sends these (in chunks of any length) on a bounded channel; a gap in
+/// `pts` means samples were lost (a camera outage, or the detector fell behind and chunks were
+/// dropped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PcmChunk {
+    /// Stream time of the first sample; grows monotonically for one camera, across reconnects.
+    pub pts: Duration,
+    pub samples: Vec<f32>,
+}
 
 /// What the detector says about one camera now.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
