@@ -7,7 +7,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::camera;
+use tokio::sync::watch;
+
+use crate::camera::{self, CameraHandle, CameraStatus, Cameras, Hub, hub::HubLimits};
+use crate::config::CameraSource;
 use crate::config::Config;
 use crate::web;
 
@@ -18,32 +21,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
-    tracing::info!(port = config.web_port, "panel listening");
+
+    let mut handles = Vec::new();
+    for camera in config.cameras_to_run() {
+        let hub = Hub::new(HubLimits::default());
+        let (status_tx, status_rx) = watch::channel(CameraStatus::default());
+        handles.push(CameraHandle::new(&camera.name, hub.clone(), status_rx));
+        match &camera.source {
+            CameraSource::Demo => {
+                tracing::info!(
+                    "no camera configured: starting the built-in demo camera '{}' (test pattern \
+                     with a clock, and a tone); add cameras to the options to watch your own",
+                    camera.name
+                );
+                let token = shutdown.child_token();
+                tracker.spawn(async move {
+                    if let Err(e) = camera::demo::run(hub, status_tx, token).await {
+                        tracing::error!(camera = camera::demo::DEMO_CAMERA_NAME, "{e:#}");
+                    }
+                });
+            }
+            CameraSource::Rtsp(url) => {
+                tracing::info!(camera = %camera.name, %url, "camera configured");
+            }
+        }
+    }
+    let cameras = Cameras::new(handles);
+
+    let state = web::WebState {
+        cameras: cameras.clone(),
+    };
+    let router = web::panel_router(state, config.web_allow.clone());
     let token = shutdown.child_token();
-    let router = web::panel_router(config.web_allow.clone());
     tracker.spawn(async move {
         if let Err(e) = web::serve(web_listener, router, token).await {
             tracing::error!("panel server stopped: {e:#}");
         }
     });
-
-    if config.uses_demo_camera() {
-        tracing::info!(
-            "no camera configured: starting the built-in demo camera '{}' (test pattern with a \
-             clock, and a tone); add cameras to the options to watch your own",
-            camera::demo::DEMO_CAMERA_NAME
-        );
-        let token = shutdown.child_token();
-        tracker.spawn(async move {
-            if let Err(e) = camera::demo::run(token).await {
-                tracing::error!(camera = camera::demo::DEMO_CAMERA_NAME, "{e:#}");
-            }
-        });
-    } else {
-        for camera in &config.cameras {
-            tracing::info!(camera = %camera.name, url = %camera.source, "camera configured");
-        }
-    }
+    tracing::info!(port = config.web_port, "panel listening");
 
     shutdown.cancelled().await;
     tracker.close();

@@ -7,6 +7,7 @@
 
 pub mod demo;
 pub mod hub;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
