@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::camera::{self, CameraHandle, CameraStatus, Cameras, Hub, hub::HubLimits};
 use crate::config::CameraSource;
 use crate::config::Config;
+use crate::live::{Live, LiveOptions};
 use crate::web;
 
 /// Runs until `shutdown` is cancelled, then stops every part and returns.
@@ -21,6 +22,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
+    let api_listener = web::bind("api_port", config.api_port).await?;
 
     let mut handles = Vec::new();
     for camera in config.cameras_to_run() {
@@ -48,17 +50,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let cameras = Cameras::new(handles);
 
+    let live = Live::new(
+        LiveOptions {
+            ice_servers: config.webrtc_ice_servers.clone(),
+        },
+        shutdown.child_token(),
+    );
     let state = web::WebState {
         cameras: cameras.clone(),
+        live: live.clone(),
+        names: web::StreamNames::default(),
+        rtsp_port: config.rtsp_port,
     };
-    let router = web::panel_router(state, config.web_allow.clone());
-    let token = shutdown.child_token();
+    let panel = web::panel_router(state.clone(), config.web_allow.clone());
+    let api = web::api_router(state, config.api_auth.clone());
+    for (what, listener, router) in [("panel", web_listener, panel), ("API", api_listener, api)] {
+        let token = shutdown.child_token();
+        tracker.spawn(async move {
+            if let Err(e) = web::serve(listener, router, token).await {
+                tracing::error!("{what} server stopped: {e:#}");
+            }
+        });
+    }
     tracker.spawn(async move {
-        if let Err(e) = web::serve(web_listener, router, token).await {
-            tracing::error!("panel server stopped: {e:#}");
-        }
+        live.token().cancelled().await;
+        live.wait_stopped().await;
     });
     tracing::info!(port = config.web_port, "panel listening");
+    tracing::info!(
+        port = config.api_port,
+        auth = config.api_auth.is_some(),
+        "go2rtc-compatible API listening"
+    );
 
     shutdown.cancelled().await;
     tracker.close();
