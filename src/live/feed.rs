@@ -11,15 +11,15 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::VideoCodec;
-use super::opus::OpusSubscription;
+use super::transcode::TranscodedAudio;
 use crate::camera::{ConsumerClock, Frame, MediaEvent, StreamInfo, Subscription, Track};
 
 /// Where a viewer's audio comes from.
 pub enum AudioFrom {
     /// The camera's own audio frames, passed through.
     Camera,
-    /// The camera's shared Opus transcoder.
-    Opus(OpusSubscription),
+    /// The camera's shared transcoder (its caps are set on the appsrc with its first frame).
+    Transcoded(TranscodedAudio),
 }
 
 /// The appsrcs of one viewer pipeline.
@@ -69,12 +69,12 @@ pub async fn run(
         audio,
         follow_caps,
     } = targets;
-    let (audio_src, mut opus) = match audio {
+    let (audio_src, mut transcoded) = match audio {
         Some((src, AudioFrom::Camera)) => (Some(src), None),
-        Some((src, AudioFrom::Opus(sub))) => (Some(src), Some(sub)),
+        Some((src, AudioFrom::Transcoded(sub))) => (Some(src), Some(sub)),
         None => (None, None),
     };
-    let camera_audio = audio_src.is_some() && opus.is_none();
+    let camera_audio = audio_src.is_some() && transcoded.is_none();
     let mut clock = ConsumerClock::new();
     let mut first = [true, true];
     loop {
@@ -99,14 +99,24 @@ pub async fn run(
                     frame
                 }
             },
-            frame = async { opus.as_mut()?.recv().await }, if opus.is_some() => match frame {
-                Some(frame) => frame,
-                None => {
-                    // The transcoder stopped (its camera's audio went away): video goes on.
-                    opus = None;
-                    continue;
+            frame = async { transcoded.as_mut()?.recv().await }, if transcoded.is_some() => {
+                match frame {
+                    Some(frame) => {
+                        if let (Some(src), Some(caps)) =
+                            (&audio_src, transcoded.as_ref().and_then(|t| t.caps()))
+                            && src.caps().as_ref() != Some(&caps)
+                        {
+                            src.set_caps(Some(&caps));
+                        }
+                        frame
+                    }
+                    None => {
+                        // The transcoder stopped (its camera's audio went away): video goes on.
+                        transcoded = None;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         let (src, index) = match frame.track {
             Track::Video => (&video, 0),

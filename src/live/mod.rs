@@ -1,6 +1,7 @@
 //! Live view: the pipelines that turn a camera's frames into what a viewer plays — WebRTC
 //! ([`webrtc`]), fragmented MP4 for MSE and `stream.mp4` ([`mp4`]), JPEG snapshots
-//! ([`snapshot`]) — and the shared Opus transcoder for cameras without Opus audio ([`opus`]).
+//! ([`snapshot`]) — and the shared audio transcoders for cameras whose audio a browser cannot
+//! play as it is ([`transcode`]).
 //!
 //! Every viewer owns its pipeline, fed from a camera hub subscription through appsrc by
 //! [`feed`]; video is never re-encoded (only snapshots decode one keyframe). A viewer that falls
@@ -9,9 +10,9 @@
 
 pub mod feed;
 pub mod mp4;
-pub mod opus;
 pub mod pipeline;
 pub mod snapshot;
+pub mod transcode;
 pub mod webrtc;
 
 use std::collections::HashMap;
@@ -69,7 +70,7 @@ pub struct Live {
 
 struct Inner {
     options: LiveOptions,
-    opus: opus::OpusFeeds,
+    transcoders: transcode::Transcoders,
     snapshots: snapshot::Snapshots,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Cancelled when Vigil stops: every viewer ends.
@@ -83,7 +84,7 @@ impl Live {
         Self {
             inner: Arc::new(Inner {
                 options,
-                opus: opus::OpusFeeds::default(),
+                transcoders: transcode::Transcoders::default(),
                 snapshots: snapshot::Snapshots::default(),
                 slots: Mutex::new(HashMap::new()),
                 token,
@@ -101,8 +102,19 @@ impl Live {
         &self.inner.token
     }
 
-    pub fn opus(&self) -> &opus::OpusFeeds {
-        &self.inner.opus
+    pub fn transcoders(&self) -> &transcode::Transcoders {
+        &self.inner.transcoders
+    }
+
+    /// Subscribes to `camera`'s shared transcoder for `target`, starting it if needed.
+    pub fn transcoded(
+        &self,
+        camera: &CameraHandle,
+        target: transcode::Target,
+    ) -> transcode::TranscodedAudio {
+        self.inner
+            .transcoders
+            .subscribe(camera, target, &self.inner.token, |task| self.spawn(task))
     }
 
     pub fn snapshots(&self) -> &snapshot::Snapshots {

@@ -2,10 +2,11 @@
 //! viewer owns one pipeline (appsrc → parser → `mp4mux` in fragmented mode → appsink) that
 //! starts at the cached keyframe, so the first fragment decodes on its own.
 //!
-//! Video passes through (H.264 or H.265); audio passes through when the player can play it
-//! (AAC, Opus) and otherwise comes from the camera's shared Opus transcoder (PCMA, PCMU). The
-//! muxer and `gst-pbutils` write the boxes and the codec string: no MP4 is written by hand. A
-//! viewer whose connection cannot keep up is dropped.
+//! Video passes through (H.264 or H.265). Audio is AAC: the camera's own, or from the camera's
+//! shared AAC transcoder (PCMA, PCMU, Opus) — never Opus in MP4, whose `dOps` box GStreamer
+//! 1.22's mp4mux writes in an order browsers reject. The muxer and `gst-pbutils` write the boxes
+//! and the codec string: no MP4 is written by hand. A viewer whose connection cannot keep up is
+//! dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::feed::{self, AudioFrom, FeedTargets};
 use super::pipeline::OwnedPipeline;
+use super::transcode::Target;
 use super::{AudioCodec, Live, LiveError, VideoCodec, ViewerSlot};
 use crate::camera::{CameraHandle, ConsumerKind, StreamInfo};
 
@@ -37,7 +39,6 @@ pub struct PlayerCodecs {
     pub h264: bool,
     pub h265: bool,
     pub aac: bool,
-    pub opus: bool,
 }
 
 impl PlayerCodecs {
@@ -46,7 +47,6 @@ impl PlayerCodecs {
         h264: true,
         h265: true,
         aac: true,
-        opus: true,
     };
 
     /// Reads a comma-separated codec list; an empty list means [`PlayerCodecs::ALL`].
@@ -68,7 +68,6 @@ impl PlayerCodecs {
             h264: has(&["avc1", "avc3"]),
             h265: has(&["hvc1", "hev1"]),
             aac: has(&["mp4a.40"]),
-            opus: has(&["opus"]),
         }
     }
 }
@@ -77,22 +76,24 @@ impl PlayerCodecs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AudioPlan {
     None,
-    Passthrough(AudioCodec),
-    Transcoded,
+    /// The camera's AAC as it is.
+    Aac,
+    /// PCMA, PCMU or Opus through the camera's shared AAC transcoder.
+    TranscodedAac,
 }
 
 fn audio_plan(audio: Option<AudioCodec>, player: PlayerCodecs) -> AudioPlan {
     match audio {
-        Some(AudioCodec::Aac) if player.aac => AudioPlan::Passthrough(AudioCodec::Aac),
-        Some(AudioCodec::Opus) if player.opus => AudioPlan::Passthrough(AudioCodec::Opus),
-        Some(_) if player.opus => AudioPlan::Transcoded,
-        _ => AudioPlan::None,
+        _ if !player.aac => AudioPlan::None,
+        Some(AudioCodec::Aac) => AudioPlan::Aac,
+        Some(_) => AudioPlan::TranscodedAac,
+        None => AudioPlan::None,
     }
 }
 
 /// A running MP4 viewer: its content type, then its bytes (init segment first).
 pub struct Fmp4Stream {
-    /// Such as `video/mp4; codecs="avc1.640028,opus"`.
+    /// Such as `video/mp4; codecs="avc1.640028,mp4a.40.2"`.
     pub content_type: String,
     /// The init segment, read to learn the codecs, handed out first.
     first: Option<Bytes>,
@@ -170,12 +171,10 @@ pub async fn start(
         &token,
     )?;
     let audio = match (plan, built.audio_src.clone()) {
-        (AudioPlan::Passthrough(_), Some(src)) => Some((src, AudioFrom::Camera)),
-        (AudioPlan::Transcoded, Some(src)) => {
-            let opus = live
-                .opus()
-                .subscribe(camera, live.token(), |task| live.spawn(task));
-            Some((src, AudioFrom::Opus(opus)))
+        (AudioPlan::Aac, Some(src)) => Some((src, AudioFrom::Camera)),
+        (AudioPlan::TranscodedAac, Some(src)) => {
+            let aac = live.transcoded(camera, Target::Aac);
+            Some((src, AudioFrom::Transcoded(aac)))
         }
         _ => None,
     };
@@ -286,22 +285,16 @@ fn build(
 
     let audio_src = match plan {
         AudioPlan::None => None,
-        AudioPlan::Passthrough(codec) => {
-            let caps = info.audio.clone().unwrap_or_else(gst::Caps::new_empty);
-            let src = add_src(&format!("{camera}-mp4-audio"), &caps)?;
-            let parser = if codec == AudioCodec::Aac {
-                "aacparse"
-            } else {
-                "opusparse"
+        AudioPlan::Aac | AudioPlan::TranscodedAac => {
+            // The transcoder's caps (with its codec data) replace these with its first frame.
+            let caps = match plan {
+                AudioPlan::Aac => info.audio.clone().unwrap_or_else(aac_caps),
+                _ => aac_caps(),
             };
-            let parse = pipeline.add(parser, &format!("{camera}-mp4-aparse"))?;
+            let src = add_src(&format!("{camera}-mp4-audio"), &caps)?;
+            let parse = pipeline.add("aacparse", &format!("{camera}-mp4-aparse"))?;
             pipeline.link(&[src.upcast_ref(), &parse])?;
             link_to_mux(&pipeline, &parse, &mux, "audio_%u")?;
-            Some(src)
-        }
-        AudioPlan::Transcoded => {
-            let src = add_src(&format!("{camera}-mp4-audio"), &super::opus::opus_caps())?;
-            link_to_mux(&pipeline, src.upcast_ref(), &mux, "audio_%u")?;
             Some(src)
         }
     };
@@ -339,6 +332,13 @@ fn build(
         audio_src,
         mux,
     })
+}
+
+fn aac_caps() -> gst::Caps {
+    gst::Caps::builder("audio/mpeg")
+        .field("mpegversion", 4i32)
+        .field("stream-format", "raw")
+        .build()
 }
 
 fn link_to_mux(
@@ -380,34 +380,32 @@ mod tests {
             "avc1.640029,avc1.64002A,avc1.640033,hvc1.1.6.L153.B0,mp4a.40.2,mp4a.40.5,flac,opus";
         assert_eq!(PlayerCodecs::parse(go2rtc), PlayerCodecs::ALL);
         let chrome_no_hevc = PlayerCodecs::parse("avc1.640029,mp4a.40.2,opus");
-        assert!(chrome_no_hevc.h264 && !chrome_no_hevc.h265);
+        assert!(chrome_no_hevc.h264 && !chrome_no_hevc.h265 && chrome_no_hevc.aac);
         assert_eq!(PlayerCodecs::parse(""), PlayerCodecs::ALL);
-        let safari_old = PlayerCodecs::parse("avc1.640029,mp4a.40.2");
-        assert!(!safari_old.opus);
+        assert!(!PlayerCodecs::parse("avc1.640029,opus").aac);
     }
 
     #[test]
-    fn audio_goes_through_or_is_transcoded() {
+    fn mp4_audio_is_aac_passed_through_or_transcoded() {
         let check = |audio, player: &str, expected| {
-            assert_eq!(audio_plan(audio, PlayerCodecs::parse(player)), expected);
+            assert_eq!(
+                audio_plan(audio, PlayerCodecs::parse(player)),
+                expected,
+                "{audio:?} {player}"
+            );
         };
-        check(
-            Some(AudioCodec::Aac),
-            "avc1,mp4a.40.2,opus",
-            AudioPlan::Passthrough(AudioCodec::Aac),
-        );
-        check(Some(AudioCodec::Aac), "avc1,opus", AudioPlan::Transcoded);
+        check(Some(AudioCodec::Aac), "avc1,mp4a.40.2", AudioPlan::Aac);
         check(
             Some(AudioCodec::Pcma),
             "avc1,mp4a.40.2,opus",
-            AudioPlan::Transcoded,
+            AudioPlan::TranscodedAac,
         );
-        check(Some(AudioCodec::Pcmu), "avc1,mp4a.40.2", AudioPlan::None);
         check(
             Some(AudioCodec::Opus),
-            "avc1,opus",
-            AudioPlan::Passthrough(AudioCodec::Opus),
+            "avc1,mp4a.40.2,opus",
+            AudioPlan::TranscodedAac,
         );
-        check(None, "avc1,opus", AudioPlan::None);
+        check(Some(AudioCodec::Pcmu), "avc1,opus", AudioPlan::None);
+        check(None, "avc1,mp4a.40.2", AudioPlan::None);
     }
 }

@@ -2,6 +2,9 @@
 //! it the way the Supervisor does.
 #![allow(dead_code)]
 
+pub mod chromium;
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

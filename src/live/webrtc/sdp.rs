@@ -211,6 +211,8 @@ fn preferences(offered: &gst::Caps) -> gst::Caps {
     ];
     let mut caps = offered.clone();
     if let Some(s) = caps.make_mut().structure_mut(0) {
+        // gst-sdp names it application/x-unknown; webrtcbin compares with application/x-rtp.
+        s.set_name("application/x-rtp");
         let names: Vec<String> = s.fields().map(|f| f.to_string()).collect();
         for name in names {
             if !KEEP.contains(&name.as_str()) {

@@ -18,6 +18,7 @@ use crate::camera::{CameraHandle, ConsumerKind, StreamInfo};
 use crate::config::{IceKind, IceServer};
 use crate::live::feed::{self, AudioFrom, FeedTargets};
 use crate::live::pipeline::OwnedPipeline;
+use crate::live::transcode::Target;
 use crate::live::{AudioCodec, Live, LiveError, ViewerSlot};
 
 /// A peer that has not connected this long after the answer is given up.
@@ -101,9 +102,12 @@ impl Session {
 
         let audio_src = match &plan.audio {
             Some(choice) => {
+                // The transcoder's caps replace the placeholder with its first frame.
                 let caps = match info.audio.as_ref().and_then(AudioCodec::of) {
                     Some(AudioCodec::Opus) => info.audio.clone().unwrap(),
-                    _ => crate::live::opus::opus_caps(),
+                    _ => gst::Caps::builder("audio/x-opus")
+                        .field("channel-mapping-family", 0i32)
+                        .build(),
                 };
                 let src = feed::appsrc(&format!("{name}-audio"), &caps);
                 let parse = pipeline.add("opusparse", &format!("{name}-aparse"))?;
@@ -120,20 +124,16 @@ impl Session {
         };
         pipeline.play()?;
 
+        // webrtcbin 1.22 matches the offer's m-lines to existing transceivers by their codec
+        // preferences when it answers, so the senders exist before the offer is set.
+        send_on(&pipeline, &webrtcbin, &video_pay, &plan.video.caps, true)?;
+        if let (Some(choice), Some((_, pay))) = (&plan.audio, &audio_src) {
+            send_on(&pipeline, &webrtcbin, pay, &choice.caps, false)?;
+        }
         let description = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer);
         promise(&webrtcbin, "set-remote-description", Some(&description))
             .await
             .map_err(|e| LiveError::BadOffer(format!("webrtcbin refused it: {e}")))?;
-
-        set_transceiver(&webrtcbin, plan.video.mline, Some(&plan.video.caps), true)?;
-        link_to_mline(&pipeline, &webrtcbin, &video_pay, plan.video.mline)?;
-        if let (Some(choice), Some((_, pay))) = (&plan.audio, &audio_src) {
-            set_transceiver(&webrtcbin, choice.mline, Some(&choice.caps), false)?;
-            link_to_mline(&pipeline, &webrtcbin, pay, choice.mline)?;
-        }
-        for &mline in &plan.inactive {
-            set_transceiver(&webrtcbin, mline, None, false)?;
-        }
 
         let reply = promise(&webrtcbin, "create-answer", None)
             .await
@@ -226,6 +226,9 @@ impl Session {
                                 "WebRTC peer connected"
                             );
                             connect_deadline = None;
+                            // The transport's sinks joined after the pipeline started: without
+                            // a new latency, rtpbin cannot time its RTCP sender reports.
+                            let _ = self.pipeline.get().recalculate_latency();
                             feeding = Some(Box::pin(self.feed(live)));
                         }
                     }
@@ -267,10 +270,7 @@ impl Session {
         let audio = self.audio_src.clone().map(|src| {
             let from = match self.info.audio.as_ref().and_then(AudioCodec::of) {
                 Some(AudioCodec::Opus) => AudioFrom::Camera,
-                _ => AudioFrom::Opus(
-                    live.opus()
-                        .subscribe(&self.camera, live.token(), |task| live.spawn(task)),
-                ),
+                _ => AudioFrom::Transcoded(live.transcoded(&self.camera, Target::Opus)),
             };
             (src, from)
         });
@@ -334,51 +334,53 @@ fn configure_ice(webrtcbin: &gst::Element, servers: &[IceServer]) {
     }
 }
 
-/// Sets the transceiver of `mline` to send with `caps` (or to inactive without).
-fn set_transceiver(
-    webrtcbin: &gst::Element,
-    mline: u32,
-    caps: Option<&gst::Caps>,
-    nack: bool,
-) -> Result<(), LiveError> {
-    let transceiver = webrtcbin
-        .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>(
-            "get-transceiver",
-            &[&(mline as i32)],
-        )
-        .ok_or_else(|| {
-            LiveError::BadOffer(format!("webrtcbin made no transceiver for m-line {mline}"))
-        })?;
-    let direction = match caps {
-        Some(_) => WebRTCRTPTransceiverDirection::Sendonly,
-        None => WebRTCRTPTransceiverDirection::Inactive,
-    };
-    transceiver.set_property("direction", direction);
-    if let Some(caps) = caps {
-        transceiver.set_property("codec-preferences", caps);
-    }
-    if nack {
-        // Retransmissions help over Wi-Fi; the browser offers RTX for every video type.
-        transceiver.set_property("do-nack", true);
-    }
-    Ok(())
-}
-
-fn link_to_mline(
+/// Links `payloader` to a new sink pad of webrtcbin and makes its transceiver send `caps`.
+fn send_on(
     pipeline: &OwnedPipeline,
     webrtcbin: &gst::Element,
     payloader: &gst::Element,
-    mline: u32,
+    caps: &gst::Caps,
+    nack: bool,
 ) -> Result<(), LiveError> {
     let sink = webrtcbin
-        .request_pad_simple(&format!("sink_{mline}"))
-        .ok_or_else(|| pipeline.error(format!("webrtcbin gave no sink pad for m-line {mline}")))?;
-    payloader
+        .request_pad_simple("sink_%u")
+        .ok_or_else(|| pipeline.error("webrtcbin gave no sink pad"))?;
+    let transceiver = sink.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
+    transceiver.set_property("direction", WebRTCRTPTransceiverDirection::Sendonly);
+    transceiver.set_property("codec-preferences", caps);
+    if nack {
+        // Retransmissions help over Wi-Fi; browsers offer RTX for every video payload type.
+        transceiver.set_property("do-nack", true);
+    }
+    // The answer must name the SSRC we send (a browser routes an m-line's packets by it, and
+    // with RTX the answer lists it anyway), but no data flows before the peer connects. So the
+    // SSRC is fixed here (rtpbin accepts any), and webrtcbin hears it through the caps now.
+    let ssrc = fastrand::u32(1..);
+    let fixed = pipeline.add("capsfilter", &format!("{}-ssrc", payloader.name()))?;
+    fixed.set_property(
+        "caps",
+        gst::Caps::builder("application/x-rtp")
+            .field("ssrc", ssrc)
+            .build(),
+    );
+    fixed
+        .sync_state_with_parent()
+        .map_err(|e| pipeline.error(e.to_string()))?;
+    pipeline.link(&[payloader, &fixed])?;
+    let src = fixed
         .static_pad("src")
-        .ok_or_else(|| pipeline.error("payloader without a src pad"))?
-        .link(&sink)
-        .map(|_| ())
-        .map_err(|e| pipeline.error(format!("cannot link m-line {mline}: {e:?}")))
+        .ok_or_else(|| pipeline.error("capsfilter without a src pad"))?;
+    src.link(&sink)
+        .map_err(|e| pipeline.error(format!("cannot link to webrtcbin: {e:?}")))?;
+    let mut announced = caps.clone();
+    announced.make_mut().set("ssrc", ssrc);
+    let stream_id = format!("{}-{ssrc}", payloader.name());
+    if !(src.push_event(gst::event::StreamStart::new(&stream_id))
+        && src.push_event(gst::event::Caps::new(&announced)))
+    {
+        tracing::debug!("webrtcbin did not take the announced caps; the answer may lack the SSRC");
+    }
+    Ok(())
 }
 
 /// Local candidates and state changes, from webrtcbin's threads to the viewer.

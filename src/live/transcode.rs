@@ -1,10 +1,12 @@
-//! The shared Opus transcoder: browsers play WebRTC audio as Opus, cameras send AAC, PCMA or
-//! PCMU. One transcoder per camera starts with its first subscriber, feeds every viewer like a
-//! hub, and stops after the last one leaves — never one per viewer.
+//! Shared audio transcoders: browsers play WebRTC audio only as Opus, and MP4 audio (MSE,
+//! `stream.mp4`) as AAC, while cameras send AAC, PCMA, PCMU or Opus. One transcoder per camera
+//! and target codec starts with its first subscriber, feeds every viewer like a hub, and stops
+//! after the last one leaves — never one per viewer.
 //!
 //! Audio only: video never passes through here. Frames keep the camera's timeline, so a viewer
-//! re-times them with the same clock as its video. A subscriber that cannot keep up loses
-//! packets (counted), never the transcoder.
+//! re-times them with the same clock as its video; the encoder's caps travel with the
+//! subscription. A subscriber that cannot keep up loses packets (counted), never the
+//! transcoder.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -19,83 +21,100 @@ use super::pipeline::OwnedPipeline;
 use super::{AudioCodec, LiveError};
 use crate::camera::{CameraHandle, ConsumerKind, Frame, MediaEvent, Track};
 
-/// Opus frames a subscriber may have queued (20 ms each: two seconds).
+/// Frames a subscriber may have queued (20 ms each for Opus: two seconds).
 const SUBSCRIBER_QUEUE: usize = 100;
 
-/// The bitrate of the transcoded Opus stream: plenty for a mono room microphone.
-const OPUS_BITRATE: i32 = 32_000;
-
-/// The caps of the transcoded stream: mono Opus at 48 kHz.
-pub fn opus_caps() -> gst::Caps {
-    gst::Caps::builder("audio/x-opus")
-        .field("channel-mapping-family", 0i32)
-        .field("channels", 1i32)
-        .field("rate", 48_000i32)
-        .build()
+/// What a transcoder makes: mono at 48 kHz, plenty for a room microphone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// For WebRTC, at 32 kbit/s.
+    Opus,
+    /// AAC-LC for MP4, at 48 kbit/s (GStreamer 1.22's mp4mux writes an Opus `dOps` box in the
+    /// wrong byte order, which browsers reject, so MP4 audio is AAC).
+    Aac,
 }
 
-/// The running transcoders, by camera name. Holds them weakly: the subscribers keep them alive.
+impl Target {
+    fn encoder(self) -> (&'static str, i32) {
+        match self {
+            Target::Opus => ("opusenc", 32_000),
+            Target::Aac => ("avenc_aac", 48_000),
+        }
+    }
+}
+
+/// The running transcoders, by camera and target. Holds them weakly: the subscribers keep
+/// them alive.
 #[derive(Default)]
-pub struct OpusFeeds {
-    feeds: Mutex<HashMap<String, Weak<OpusFeed>>>,
+pub struct Transcoders {
+    feeds: Mutex<HashMap<(String, Target), Weak<Feed>>>,
 }
 
 /// One camera's transcoder, alive while a subscription holds it.
-struct OpusFeed {
+struct Feed {
     fanout: Arc<Fanout>,
     /// Stops the transcoder task when the last subscriber is gone.
     token: CancellationToken,
 }
 
-impl Drop for OpusFeed {
+impl Drop for Feed {
     fn drop(&mut self) {
         self.token.cancel();
     }
 }
 
-/// The subscribers of one transcoder.
+/// The subscribers of one transcoder, and the caps of what it makes.
 #[derive(Default)]
 struct Fanout {
     subscribers: Mutex<Vec<mpsc::Sender<Frame>>>,
+    caps: Mutex<Option<gst::Caps>>,
     dropped: std::sync::atomic::AtomicU64,
 }
 
 /// A viewer's end of a transcoder; dropping the last one stops it.
-pub struct OpusSubscription {
+pub struct TranscodedAudio {
     rx: mpsc::Receiver<Frame>,
-    _feed: Arc<OpusFeed>,
+    feed: Arc<Feed>,
 }
 
-impl OpusSubscription {
-    /// The next Opus frame, on the camera's timeline; `None` once the transcoder stopped.
+impl TranscodedAudio {
+    /// The next encoded frame, on the camera's timeline; `None` once the transcoder stopped.
     pub async fn recv(&mut self) -> Option<Frame> {
         self.rx.recv().await
     }
+
+    /// The encoder's caps (with its codec data), known once it has produced a frame.
+    pub fn caps(&self) -> Option<gst::Caps> {
+        self.feed.fanout.caps.lock().unwrap().clone()
+    }
 }
 
-impl OpusFeeds {
-    /// Subscribes to `camera`'s transcoder, starting it (as a task given to `spawn`) if it is
-    /// not running.
+impl Transcoders {
+    /// Subscribes to `camera`'s transcoder for `target`, starting it (as a task given to
+    /// `spawn`) if it is not running.
     pub fn subscribe(
         &self,
         camera: &CameraHandle,
+        target: Target,
         parent: &CancellationToken,
         spawn: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
-    ) -> OpusSubscription {
+    ) -> TranscodedAudio {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         let mut feeds = self.feeds.lock().unwrap();
         feeds.retain(|_, feed| feed.strong_count() > 0);
-        let feed = match feeds.get(camera.name()).and_then(Weak::upgrade) {
+        let key = (camera.name().to_string(), target);
+        let feed = match feeds.get(&key).and_then(Weak::upgrade) {
             Some(feed) => feed,
             None => {
-                let feed = Arc::new(OpusFeed {
+                let feed = Arc::new(Feed {
                     fanout: Arc::default(),
                     token: parent.child_token(),
                 });
-                feeds.insert(camera.name().to_string(), Arc::downgrade(&feed));
-                tracing::debug!(camera = camera.name(), "Opus transcoder starting");
+                feeds.insert(key, Arc::downgrade(&feed));
+                tracing::debug!(camera = camera.name(), ?target, "audio transcoder starting");
                 spawn(Box::pin(transcode(
                     camera.clone(),
+                    target,
                     feed.fanout.clone(),
                     feed.token.clone(),
                 )));
@@ -103,16 +122,16 @@ impl OpusFeeds {
             }
         };
         feed.fanout.subscribers.lock().unwrap().push(tx);
-        OpusSubscription { rx, _feed: feed }
+        TranscodedAudio { rx, feed }
     }
 
-    /// Cameras whose transcoder runs now.
-    pub fn running(&self) -> Vec<String> {
+    /// The transcoders running now, as (camera, target).
+    pub fn running(&self) -> Vec<(String, Target)> {
         let feeds = self.feeds.lock().unwrap();
         feeds
             .iter()
             .filter(|(_, feed)| feed.strong_count() > 0)
-            .map(|(name, _)| name.clone())
+            .map(|(key, _)| key.clone())
             .collect()
     }
 }
@@ -132,9 +151,14 @@ impl Fanout {
     }
 }
 
-/// The transcoder task: the camera's audio in, Opus out to the fan-out, rebuilt when the
+/// The transcoder task: the camera's audio in, `target` out to the fan-out, rebuilt when the
 /// camera's audio format changes.
-async fn transcode(camera: CameraHandle, fanout: Arc<Fanout>, token: CancellationToken) {
+async fn transcode(
+    camera: CameraHandle,
+    target: Target,
+    fanout: Arc<Fanout>,
+    token: CancellationToken,
+) {
     let mut subscription = camera.subscribe(ConsumerKind::Transcoder);
     let mut current: Option<Transcoder> = None;
     let mut audio_caps: Option<gst::Caps> = None;
@@ -144,21 +168,21 @@ async fn transcode(camera: CameraHandle, fanout: Arc<Fanout>, token: Cancellatio
             error = async { current.as_mut().map(|t| &mut t.errors).unwrap().await },
                 if current.is_some() =>
             {
-                tracing::warn!(camera = camera.name(), "Opus transcoder failed: {error}");
+                tracing::warn!(camera = camera.name(), ?target, "audio transcoder failed: {error}");
                 drop(current.take());
                 // Try again after a pause, with the formats we know.
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-                current = start(&camera, audio_caps.as_ref(), &fanout);
+                current = start(&camera, target, audio_caps.as_ref(), &fanout);
             }
             event = subscription.recv() => match event {
                 None => break,
                 Some(MediaEvent::Info(info)) => {
                     if info.audio != audio_caps {
                         audio_caps = info.audio.clone();
-                        current = start(&camera, audio_caps.as_ref(), &fanout);
+                        current = start(&camera, target, audio_caps.as_ref(), &fanout);
                     }
                 }
                 Some(MediaEvent::Frame(frame)) if frame.track == Track::Audio => {
@@ -171,27 +195,33 @@ async fn transcode(camera: CameraHandle, fanout: Arc<Fanout>, token: Cancellatio
         }
     }
     let dropped = fanout.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    tracing::debug!(camera = camera.name(), dropped, "Opus transcoder stopped");
+    tracing::debug!(
+        camera = camera.name(),
+        ?target,
+        dropped,
+        "audio transcoder stopped"
+    );
     // Subscribers see the end of their stream.
     fanout.subscribers.lock().unwrap().clear();
 }
 
 fn start(
     camera: &CameraHandle,
+    target: Target,
     caps: Option<&gst::Caps>,
     fanout: &Arc<Fanout>,
 ) -> Option<Transcoder> {
     let caps = caps?;
-    match Transcoder::new(camera.name(), caps, fanout.clone()) {
+    match Transcoder::new(camera.name(), target, caps, fanout.clone()) {
         Ok(t) => Some(t),
         Err(e) => {
-            tracing::warn!(camera = camera.name(), "no Opus audio for WebRTC: {e}");
+            tracing::warn!(camera = camera.name(), ?target, "no transcoded audio: {e}");
             None
         }
     }
 }
 
-/// One transcoding pipeline: appsrc → decoder → resample → opusenc → appsink.
+/// One transcoding pipeline: appsrc → decoder → resample → encoder → appsink.
 struct Transcoder {
     _pipeline: OwnedPipeline,
     src: gst_app::AppSrc,
@@ -201,7 +231,12 @@ struct Transcoder {
 }
 
 impl Transcoder {
-    fn new(camera: &str, caps: &gst::Caps, fanout: Arc<Fanout>) -> Result<Self, LiveError> {
+    fn new(
+        camera: &str,
+        target: Target,
+        caps: &gst::Caps,
+        fanout: Arc<Fanout>,
+    ) -> Result<Self, LiveError> {
         let decoders: &[&str] = match AudioCodec::of(caps) {
             Some(AudioCodec::Aac) => &["aacparse", "avdec_aac"],
             Some(AudioCodec::Pcma) => &["alawdec"],
@@ -209,23 +244,27 @@ impl Transcoder {
             Some(AudioCodec::Opus) => &["opusparse", "opusdec"],
             None => {
                 return Err(LiveError::Unsupported(format!(
-                    "the camera's audio ({caps}) cannot be transcoded to Opus"
+                    "the camera's audio ({caps}) cannot be transcoded"
                 )));
             }
         };
-        let pipeline = OwnedPipeline::new(&format!("{camera}-opus"), "Opus transcoder");
-        let src = feed::appsrc(&format!("{camera}-opus-src"), caps);
+        let name = match target {
+            Target::Opus => format!("{camera}-opus"),
+            Target::Aac => format!("{camera}-aac"),
+        };
+        let pipeline = OwnedPipeline::new(&name, "audio transcoder");
+        let src = feed::appsrc(&format!("{name}-src"), caps);
         pipeline
             .get()
             .add(&src)
             .map_err(|e| pipeline.error(e.to_string()))?;
         let mut chain = vec![src.clone().upcast::<gst::Element>()];
         for (i, factory) in decoders.iter().enumerate() {
-            chain.push(pipeline.add(factory, &format!("{camera}-opus-dec{i}"))?);
+            chain.push(pipeline.add(factory, &format!("{name}-dec{i}"))?);
         }
-        chain.push(pipeline.add("audioconvert", &format!("{camera}-opus-convert"))?);
-        chain.push(pipeline.add("audioresample", &format!("{camera}-opus-resample"))?);
-        let raw = pipeline.add("capsfilter", &format!("{camera}-opus-raw"))?;
+        chain.push(pipeline.add("audioconvert", &format!("{name}-convert"))?);
+        chain.push(pipeline.add("audioresample", &format!("{name}-resample"))?);
+        let raw = pipeline.add("capsfilter", &format!("{name}-raw"))?;
         raw.set_property(
             "caps",
             gst::Caps::builder("audio/x-raw")
@@ -234,11 +273,12 @@ impl Transcoder {
                 .build(),
         );
         chain.push(raw);
-        let encoder = pipeline.add("opusenc", &format!("{camera}-opus-enc"))?;
-        encoder.set_property("bitrate", OPUS_BITRATE);
+        let (factory, bitrate) = target.encoder();
+        let encoder = pipeline.add(factory, &format!("{name}-enc"))?;
+        encoder.set_property_from_str("bitrate", &bitrate.to_string());
         chain.push(encoder);
         let sink = gst_app::AppSink::builder()
-            .name(format!("{camera}-opus-sink"))
+            .name(format!("{name}-sink"))
             .sync(false)
             .build();
         pipeline
@@ -251,6 +291,12 @@ impl Transcoder {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Some(caps) = sample.caps() {
+                        let mut known = fanout.caps.lock().unwrap();
+                        if known.as_ref().is_none_or(|k| k.as_ref() != caps) {
+                            *known = Some(caps.to_owned());
+                        }
+                    }
                     let Some(buffer) = sample.buffer_owned() else {
                         return Ok(gst::FlowSuccess::Ok);
                     };

@@ -1,0 +1,149 @@
+//! Live view in a real headless Chromium, inside a private network namespace: the WebRTC page
+//! and the MSE page each play the demo camera (frames decoded, time advancing), and its PCMA
+//! audio arrives as Opus.
+
+mod common;
+
+use std::time::Duration;
+
+use common::chromium::{Chromium, Page};
+use common::{Vigil, free_port, netns};
+use serde_json::Value;
+
+/// What the page's peer connection receives, per kind: frames decoded, packets, codec.
+const WEBRTC_STATS: &str = r#"(async () => {
+  const pc = window.vigil && vigil.pc;
+  if (!pc) return null;
+  const out = {};
+  const stats = await pc.getStats();
+  stats.forEach(s => {
+    if (s.type === 'inbound-rtp') out[s.kind] = {
+      framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0,
+      codecId: s.codecId, frameWidth: s.frameWidth || 0 };
+  });
+  stats.forEach(s => {
+    for (const kind in out) if (s.type === 'codec' && out[kind].codecId === s.id) out[kind].mimeType = s.mimeType;
+  });
+  return out;
+})()"#;
+
+/// Prints Vigil's log when a test fails, after the fact.
+struct LogOnFailure(Vigil);
+
+impl Drop for LogOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- vigil log ---\n{}", self.0.output());
+        }
+    }
+}
+
+fn start_vigil() -> (LogOnFailure, u16) {
+    let web_port = free_port();
+    let mut vigil = Vigil::start(&format!(
+        "web_port: {web_port}\napi_port: {}\nrtsp_port: {}\nlog_level: debug\n",
+        free_port(),
+        free_port()
+    ));
+    vigil.wait_for_log("demo camera online", Duration::from_secs(20));
+    (LogOnFailure(vigil), web_port)
+}
+
+async fn open(chromium: &mut Chromium, web_port: u16, mode: &str) -> Page {
+    chromium
+        .open(&format!(
+            "http://127.0.0.1:{web_port}/?src=demo&mode={mode}"
+        ))
+        .await
+}
+
+#[test]
+fn webrtc_plays_in_chromium_with_opus_audio() {
+    if !netns::enter("webrtc_plays_in_chromium_with_opus_audio") {
+        return;
+    }
+    let (vigil, web_port) = start_vigil();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut chromium = Chromium::launch().await;
+        let page = open(&mut chromium, web_port, "webrtc").await;
+        let first = chromium
+            .wait_for(&page, "window.vigil && vigil.firstFrameMs", Duration::from_secs(30))
+            .await;
+        let playing = format!(
+            "(async () => {{ const s = await {WEBRTC_STATS}; \
+             return s && s.video && s.audio && s.video.framesDecoded > 10 && s.audio.packetsReceived > 10 ? s : null; }})()"
+        );
+        let stats = chromium
+            .wait_for(&page, &playing, Duration::from_secs(30))
+            .await;
+        assert_eq!(stats["video"]["mimeType"], "video/H264", "{stats}");
+        assert_eq!(stats["audio"]["mimeType"], "audio/opus", "{stats}");
+        assert_eq!(stats["video"]["frameWidth"], 640, "{stats}");
+        // Still live a moment later: more frames decoded.
+        let before = stats["video"]["framesDecoded"].as_u64().unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let later = chromium.eval(&page, WEBRTC_STATS).await;
+        let after = later["video"]["framesDecoded"].as_u64().unwrap();
+        assert!(after >= before + 15, "{before} -> {after}: not playing on");
+        let errors = chromium.eval(&page, "vigil.errors").await;
+        assert_eq!(errors, Value::Array(vec![]), "page errors");
+        println!("WebRTC first frame after {first} ms; {stats}");
+    });
+    drop(vigil);
+}
+
+#[test]
+fn mse_plays_in_chromium_with_aac_audio() {
+    if !netns::enter("mse_plays_in_chromium_with_aac_audio") {
+        return;
+    }
+    let (vigil, web_port) = start_vigil();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut chromium = Chromium::launch().await;
+        let page = open(&mut chromium, web_port, "mse").await;
+        let first = chromium
+            .wait_for(
+                &page,
+                "window.vigil && vigil.firstFrameMs",
+                Duration::from_secs(30),
+            )
+            .await;
+        let content_type = chromium.eval(&page, "vigil.contentType").await;
+        let content_type = content_type.as_str().unwrap_or_default().to_string();
+        assert!(
+            content_type.starts_with("video/mp4; codecs=\"avc1.64")
+                && content_type.contains("mp4a.40.2"),
+            "{content_type}"
+        );
+        let t1 = chromium
+            .wait_for(
+                &page,
+                "document.getElementById('video').currentTime",
+                Duration::from_secs(10),
+            )
+            .await
+            .as_f64()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let media = chromium
+            .eval(
+                &page,
+                "(() => { const v = document.getElementById('video'); return { t: v.currentTime, \
+                 frames: v.getVideoPlaybackQuality().totalVideoFrames, \
+                 audioBytes: v.webkitAudioDecodedByteCount, width: v.videoWidth }; })()",
+            )
+            .await;
+        let t2 = media["t"].as_f64().unwrap();
+        assert!(t2 > t1 + 1.0, "video time {t1} -> {t2}: not advancing");
+        assert!(media["frames"].as_u64().unwrap() > 10, "{media}");
+        assert!(
+            media["audioBytes"].as_u64().unwrap() > 0,
+            "no audio decoded: {media}"
+        );
+        assert_eq!(media["width"], 640, "{media}");
+        println!("MSE first frame after {first} ms; {content_type}; {media}");
+    });
+    drop(vigil);
+}
