@@ -1,6 +1,6 @@
 //! Live view in a real headless Chromium, inside a private network namespace: the WebRTC page
-//! and the MSE page each play the demo camera (frames decoded, time advancing), and its PCMA
-//! audio arrives as Opus.
+//! and the MSE page each play the demo camera (frames decoded, time advancing); its PCMA audio
+//! arrives as Opus over WebRTC and as AAC over MSE.
 
 mod common;
 
@@ -86,6 +86,18 @@ fn webrtc_plays_in_chromium_with_opus_audio() {
         let later = chromium.eval(&page, WEBRTC_STATS).await;
         let after = later["video"]["framesDecoded"].as_u64().unwrap();
         assert!(after >= before + 15, "{before} -> {after}: not playing on");
+        // A High-profile stream on the offer's Constrained Baseline payload type, answered with
+        // the offer's own profile-level-id: Chromium offers no High, and decodes it anyway.
+        let answer = chromium.eval(&page, "vigil.answer").await;
+        let answer = answer.as_str().unwrap_or_default();
+        let payload = stats["video"]["codecId"].as_str().unwrap_or_default();
+        assert!(payload.contains("profile-level-id=42e01f"), "{payload}");
+        assert!(
+            answer.lines().any(|l| l.starts_with("a=fmtp:")
+                && l.contains("packetization-mode=1")
+                && l.contains("profile-level-id=42e01f")),
+            "{answer}"
+        );
         let errors = chromium.eval(&page, "vigil.errors").await;
         assert_eq!(errors, Value::Array(vec![]), "page errors");
         println!("WebRTC first frame after {first} ms; {stats}");

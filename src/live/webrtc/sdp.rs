@@ -22,6 +22,8 @@ pub struct MediaChoice {
     /// The codec preferences for the transceiver: the offer's caps for `payload`, without its
     /// profile (so the payloader takes the stream's real profile).
     pub caps: gst::Caps,
+    /// The offer's format parameters for `payload` (`a=fmtp:` without the payload type).
+    pub fmtp: Option<String>,
 }
 
 /// What to answer to one offer.
@@ -184,6 +186,7 @@ fn choose_video(
         mline,
         payload: pt,
         caps: preferences(&caps),
+        fmtp: fmtp(media, pt),
     })
 }
 
@@ -195,7 +198,39 @@ fn choose(media: &SDPMediaRef, mline: u32, encoding: &str) -> Option<MediaChoice
         mline,
         payload: pt,
         caps: preferences(&caps),
+        fmtp: fmtp(media, pt),
     })
+}
+
+/// The `a=fmtp:<pt> …` parameters of `media` for `pt`.
+fn fmtp(media: &SDPMediaRef, pt: u32) -> Option<String> {
+    let prefix = format!("{pt} ");
+    media
+        .attributes()
+        .filter(|a| a.key() == "fmtp")
+        .filter_map(|a| a.value())
+        .find_map(|v| v.strip_prefix(&prefix).map(|p| p.trim().to_string()))
+}
+
+/// Writes `parameters` as the answer's `a=fmtp:` line for `pt` on m-line `mline` (webrtcbin
+/// 1.22 drops the offer's `profile-level-id` from its answer).
+pub fn set_fmtp(answer: &mut gst_sdp::SDPMessageRef, mline: u32, pt: u32, parameters: &str) {
+    let Some(media) = answer.media_mut(mline) else {
+        return;
+    };
+    let prefix = format!("{pt} ");
+    let existing = (0..media.attributes_len()).find(|&i| {
+        media
+            .attribute(i)
+            .is_some_and(|a| a.key() == "fmtp" && a.value().is_some_and(|v| v.starts_with(&prefix)))
+    });
+    let value = format!("{pt} {parameters}");
+    match existing {
+        Some(i) => {
+            let _ = media.replace_attribute(i, gst_sdp::SDPAttribute::new("fmtp", Some(&value)));
+        }
+        None => media.add_attribute("fmtp", Some(&value)),
+    }
 }
 
 /// The codec preferences for a transceiver: what identifies the payload type, nothing that
@@ -295,6 +330,21 @@ mod tests {
             Some("high"),
             Ok((0, 108, Some((1, 111)))),
         );
+    }
+
+    #[test]
+    fn the_answer_keeps_the_offers_format_parameters() {
+        let _ = gst::init();
+        let offer = parse_offer(&chromium_like(false)).unwrap();
+        let plan = plan(&offer, "nursery", VideoCodec::H264, Some("high"), true).unwrap();
+        let fmtp = plan.video.fmtp.clone().unwrap();
+        assert!(fmtp.contains("profile-level-id=42e01f"), "{fmtp}");
+        // An answer as webrtcbin writes it, without the profile.
+        let mut answer = offer.clone();
+        set_fmtp(&mut answer, 0, 108, &fmtp);
+        let text = answer.as_text().unwrap();
+        assert!(text.contains(&format!("a=fmtp:108 {fmtp}\r\n")), "{text}");
+        assert_eq!(text.matches("a=fmtp:108 ").count(), 1, "{text}");
     }
 
     #[test]

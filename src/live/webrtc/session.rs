@@ -138,7 +138,7 @@ impl Session {
         let reply = promise(&webrtcbin, "create-answer", None)
             .await
             .map_err(|e| pipeline.error(format!("cannot create an answer: {e}")))?;
-        let answer = reply
+        let mut answer = reply
             .and_then(|s| s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
             .ok_or_else(|| {
                 pipeline.error(
@@ -147,6 +147,13 @@ impl Session {
                         .unwrap_or_else(|| "webrtcbin gave no answer".into()),
                 )
             })?;
+        // Answer with the offer's own parameters for the payload type: webrtcbin drops its
+        // `profile-level-id`, and a browser may refuse an answer whose profile differs from the
+        // offer's. Chromium decodes the stream's real High profile either way (tested with no,
+        // the offer's and the stream's profile-level-id).
+        if let Some(fmtp) = &plan.video.fmtp {
+            super::sdp::set_fmtp(answer.sdp_mut(), plan.video.mline, plan.video.payload, fmtp);
+        }
         promise(&webrtcbin, "set-local-description", Some(&answer))
             .await
             .map_err(|e| pipeline.error(format!("cannot use its own answer: {e}")))?;
