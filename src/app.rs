@@ -4,11 +4,16 @@
 //! cancels the root and waits for the tracker, so every pipeline reaches `Null` before exit.
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audio::CryReading;
 use crate::camera;
-use crate::config::Config;
+use crate::config::{CameraSource, Config};
+use crate::mqtt::{self, CameraFeed, MqttSetup};
+use crate::settings::Settings;
+use crate::supervisor::Supervisor;
 use crate::web;
 
 /// Runs until `shutdown` is cancelled, then stops every part and returns.
@@ -45,7 +50,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
 
+    // --- MQTT: Home Assistant's entities. Until the camera actors and the detector are wired
+    // in, each camera's feed is a channel held here: the demo camera says online and not
+    // crying, a configured camera offline.
+    let settings = Settings::load(&config, &config.data_dir);
+    let mut feed_senders = Vec::new();
+    let feeds = config
+        .cameras_to_run()
+        .into_iter()
+        .map(|camera| {
+            let (online_tx, online) = watch::channel(camera.source == CameraSource::Demo);
+            let (cry_tx, cry) = watch::channel(CryReading::default());
+            feed_senders.push((online_tx, cry_tx));
+            CameraFeed {
+                name: camera.name,
+                online,
+                cry,
+            }
+        })
+        .collect();
+    let _mqtt_status = mqtt::start(
+        MqttSetup::new(&config, feeds, settings, Supervisor::from_env()),
+        &tracker,
+        shutdown.child_token(),
+    );
+    // --- end of MQTT
+
     shutdown.cancelled().await;
+    drop(feed_senders);
     tracker.close();
     tracker.wait().await;
     Ok(())
