@@ -39,7 +39,7 @@ pub const COMMAND_SUBSCRIPTION: &str = "vigil/+/+/set";
 pub const SUPPORT_URL: &str = "https://github.com/vigil-hub/vigil";
 
 /// The entities of one camera.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Entity {
     /// `binary_sensor`, device class `sound`: a cry is going on.
     Crying,

@@ -233,7 +233,8 @@ impl Session {
         } else if let Some((camera, entity)) = parse_command_topic(topic) {
             if publish.retain {
                 tracing::debug!(topic, "ignoring a retained command");
-            } else {
+            } else if !payload.is_empty() {
+                // (An empty payload is someone clearing a retained command.)
                 self.on_command(camera, entity, payload.trim());
             }
         } else if !self.outbox.holds(topic) {
