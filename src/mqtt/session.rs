@@ -18,11 +18,10 @@ use super::cleanup::{load_announced, save_announced, stale_topics};
 use super::discovery::{
     AVAILABILITY_TOPIC, BIRTH_TOPIC, COMMAND_SUBSCRIPTION, CONFIG_SUBSCRIPTION, CameraDevice,
     Entity, OFF, OFFLINE, ON, ONLINE, announcements, parse_command_topic, retained_topics,
-    threshold_from_sensitivity,
 };
 use super::link::{Link, LinkEvent};
 use super::outbox::{Outbox, QueueFull};
-use super::states::{CameraStates, write_settings};
+use super::states::{CameraStates, threshold_from_sensitivity, write_settings};
 use super::{MqttSetup, MqttStatus};
 use crate::settings::Settings;
 

@@ -1,5 +1,6 @@
 //! What each camera's state topics say: crying and online at once, the cry score and the sound
-//! level through [`Throttle`]s, and the switch and number from the settings store.
+//! level through [`Throttle`]s, and the switch and number from the settings store (with the
+//! mapping of the sensitivity number, 0–100 %, to the cry threshold, 0–1).
 //!
 //! Reads the camera's watch channels (always the latest value, never a queue) and writes the
 //! [`Outbox`]; no I/O.
@@ -9,9 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::CameraFeed;
-use super::discovery::{
-    Entity, NO_VALUE, OFF, ON, number_payload, sensitivity_from_threshold, state_topic,
-};
+use super::discovery::{Entity, NO_VALUE, OFF, ON, state_topic};
 use super::outbox::Outbox;
 use super::rate::Throttle;
 use crate::audio::CryReading;
@@ -138,6 +137,30 @@ pub(super) fn write_settings(camera: &str, settings: &Settings, outbox: &mut Out
     );
 }
 
+/// The cry sensitivity shown in Home Assistant (0–100 %) for a cry threshold (0–1): the lower
+/// the threshold, the more easily a sound counts as a cry. Sensitivity 50 % is threshold 0.5.
+pub fn sensitivity_from_threshold(threshold: f32) -> f32 {
+    (((1.0 - threshold) * 100.0).clamp(0.0, 100.0) * 10.0).round() / 10.0
+}
+
+/// The inverse of [`sensitivity_from_threshold`]; `None` outside 0–100.
+pub fn threshold_from_sensitivity(sensitivity: f32) -> Option<f32> {
+    (0.0..=100.0)
+        .contains(&sensitivity)
+        .then(|| ((1.0 - sensitivity / 100.0) * 1000.0).round() / 1000.0)
+}
+
+/// A number as a state payload: no trailing `.0`, at most one decimal.
+pub fn number_payload(value: f32) -> String {
+    // `+ 0.0` turns -0 into 0.
+    let rounded = (value * 10.0).round() / 10.0 + 0.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0}")
+    } else {
+        format!("{rounded:.1}")
+    }
+}
+
 fn on_off(on: bool) -> &'static str {
     if on { ON } else { OFF }
 }
@@ -248,5 +271,24 @@ mod tests {
         assert_eq!(level_dbfs(f32::NAN), LEVEL_FLOOR_DBFS);
         assert_eq!(level_dbfs(3.0), 0.0);
         assert_eq!(level_dbfs(-37.46), -37.5);
+    }
+
+    #[test]
+    fn sensitivity_is_the_threshold_turned_around() {
+        assert_eq!(sensitivity_from_threshold(0.5), 50.0);
+        assert_eq!(sensitivity_from_threshold(0.55), 45.0);
+        assert_eq!(sensitivity_from_threshold(0.0), 100.0);
+        assert_eq!(threshold_from_sensitivity(30.0), Some(0.7));
+        assert_eq!(threshold_from_sensitivity(100.0), Some(0.0));
+        assert_eq!(threshold_from_sensitivity(101.0), None);
+        assert_eq!(threshold_from_sensitivity(-1.0), None);
+        assert_eq!(threshold_from_sensitivity(f32::NAN), None);
+    }
+
+    #[test]
+    fn numbers_print_short() {
+        assert_eq!(number_payload(45.0), "45");
+        assert_eq!(number_payload(-37.46), "-37.5");
+        assert_eq!(number_payload(0.04), "0");
     }
 }

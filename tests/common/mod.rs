@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_supervisor;
+pub mod home_assistant;
 pub mod mosquitto;
 pub mod mqtt_probe;
 pub mod mqtt_run;
