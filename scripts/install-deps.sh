@@ -7,8 +7,9 @@
 #            pkg-config shim, and the ONNX Runtime shared library (loaded at run time; the image
 #            copies it from its build stage)
 #   runtime  the GStreamer plugins Vigil uses at run time
-#   test     what the tests start: mosquitto, Chromium, ffmpeg/ffprobe, shellcheck, hadolint and
-#            the add-on linter's Python packages, and (if ../shared/ha exists) Home Assistant core
+#   test     what the tests start: mosquitto, Chromium, ffmpeg/ffprobe, openssl (test
+#            certificates), shellcheck, hadolint and the add-on linter's Python packages, and (if
+#            ../shared/ha exists) Home Assistant core
 #
 # Environment:
 #   VIGIL_ORT_DIR   where libonnxruntime.so goes (default /usr/local/lib/vigil)

@@ -1,4 +1,5 @@
-//! End to end with a real Home Assistant core and a real mosquitto: Vigil's MQTT part (driven
+//! End to end with a real Home Assistant core and a real mosquitto, the broker handed out by a fake
+//! Supervisor as inside Home Assistant OS: Vigil's MQTT part (driven
 //! in-process, the camera feeds in the test's hands) makes a device with its entities in Home
 //! Assistant, crying turns `binary_sensor.nursery_crying` on and off, Home Assistant's switch and
 //! number change Vigil's settings, the blueprint's notification reaches a registered phone, and
@@ -10,10 +11,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
+use common::fake_supervisor::{Answers, FakeSupervisor, SLUG, mqtt_service};
 use common::home_assistant::HomeAssistant;
 use common::mosquitto::{Mosquitto, USER};
-use common::mqtt_run::{MqttRun, broker_options};
+use common::mqtt_run::MqttRun;
 use serde_json::json;
+use vigil::secret::Secret;
+use vigil::supervisor::Supervisor;
 
 const PASSWORD: &str = "Ha-Br0ker-Pa55";
 const WAIT: Duration = Duration::from_secs(30);
@@ -53,10 +57,22 @@ fn home_assistant_shows_vigils_entities_and_controls_them() {
     ha.setup_mqtt(broker.port, USER, PASSWORD);
     let ha_ready = started.elapsed();
 
+    // As inside Home Assistant OS: no mqtt options, the broker comes from the Supervisor.
+    let supervisor = FakeSupervisor::start(Answers {
+        token: "ha-test-token".into(),
+        mqtt: Some(mqtt_service(broker.port, USER, PASSWORD, false)),
+        mqtt_access: true,
+        v2: false,
+    });
     let data = TempDir::new("ha-mqtt");
-    let run = MqttRun::start(
-        &format!("{CAMERA}{}", broker_options(broker.port, PASSWORD)),
+    let run = MqttRun::start_with(
+        CAMERA,
         data.path(),
+        Some(Supervisor::new(
+            &supervisor.url,
+            Secret::new("ha-test-token"),
+        )),
+        |_| {},
     );
     run.set_online("nursery", true);
 
@@ -89,6 +105,13 @@ fn home_assistant_shows_vigils_entities_and_controls_them() {
     assert_eq!(
         ha.template(&format!("{{{{ device_entities({device}) | length }}}}")),
         "6"
+    );
+    // Home Assistant accepted the link to the panel (it drops a config with a bad one).
+    assert_eq!(
+        ha.template(&format!(
+            "{{{{ device_attr({device}, 'configuration_url') }}}}"
+        )),
+        format!("homeassistant://hassio/ingress/{SLUG}")
     );
 
     // A cry, and its end.
