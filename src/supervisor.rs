@@ -174,24 +174,19 @@ impl Supervisor {
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SupervisorError> {
         let url = format!("{}{path}", self.base);
+        let unreachable = |e: reqwest::Error| SupervisorError::Unreachable {
+            url: url.clone(),
+            reason: self.redact(&error_chain(&e)),
+        };
         let response = self
             .http
             .get(&url)
             .bearer_auth(self.token.expose())
             .send()
             .await
-            .map_err(|e| SupervisorError::Unreachable {
-                url: url.clone(),
-                reason: self.redact(&error_chain(&e)),
-            })?;
+            .map_err(unreachable)?;
         let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| SupervisorError::Unreachable {
-                url: url.clone(),
-                reason: self.redact(&error_chain(&e)),
-            })?;
+        let body = response.text().await.map_err(unreachable)?;
         interpret(status, &body).map_err(|e| match e {
             SupervisorError::BadAnswer(what) => {
                 SupervisorError::BadAnswer(format!("{path}: {}", self.redact(&what)))

@@ -24,6 +24,16 @@ fn options(broker: &Mosquitto, cameras: &str) -> String {
     format!("{cameras}{}", broker_options(broker.port, PASSWORD))
 }
 
+/// A broker, and Vigil connected to it with `cameras`, their configs announced.
+fn connected(label: &str, cameras: &str) -> (Mosquitto, TempDir, MqttRun) {
+    let broker = Mosquitto::start(PASSWORD);
+    let data = TempDir::new(label);
+    let run = MqttRun::start(&options(&broker, cameras), data.path());
+    run.wait_connected();
+    wait_configs(&broker, "nursery");
+    (broker, data, run)
+}
+
 /// Waits until all of `camera`'s configs are retained, and returns them parsed.
 fn wait_configs(broker: &Mosquitto, camera: &str) -> BTreeMap<Entity, Value> {
     let topics: Vec<String> = Entity::ALL
@@ -125,11 +135,7 @@ fn discovery_announces_each_camera_with_what_home_assistant_needs() {
 
 #[test]
 fn crying_is_sent_at_once_and_measurements_at_a_bounded_rate() {
-    let broker = Mosquitto::start(PASSWORD);
-    let data = TempDir::new("mqtt-states");
-    let run = MqttRun::start(&options(&broker, ONE_CAMERA), data.path());
-    run.wait_connected();
-    wait_configs(&broker, "nursery");
+    let (broker, _data, run) = connected("mqtt-states", ONE_CAMERA);
     let probe = Probe::connect(broker.port, PASSWORD, &["vigil/nursery/#"]);
     run.set_online("nursery", true);
     probe.wait_for("vigil/nursery/online", "ON", WAIT);
@@ -178,11 +184,7 @@ fn crying_is_sent_at_once_and_measurements_at_a_bounded_rate() {
 
 #[test]
 fn switch_and_number_commands_change_the_settings_and_survive_a_restart() {
-    let broker = Mosquitto::start(PASSWORD);
-    let data = TempDir::new("mqtt-commands");
-    let run = MqttRun::start(&options(&broker, ONE_CAMERA), data.path());
-    run.wait_connected();
-    wait_configs(&broker, "nursery");
+    let (broker, data, run) = connected("mqtt-commands", ONE_CAMERA);
     let ha = Probe::connect(broker.port, PASSWORD, &["vigil/nursery/#"]);
 
     ha.publish("vigil/nursery/detection/set", "OFF", false);
@@ -259,11 +261,7 @@ fn the_last_will_marks_vigil_offline_when_it_dies() {
 
 #[test]
 fn home_assistants_birth_message_brings_the_configs_back() {
-    let broker = Mosquitto::start(PASSWORD);
-    let data = TempDir::new("mqtt-birth");
-    let run = MqttRun::start(&options(&broker, ONE_CAMERA), data.path());
-    run.wait_connected();
-    wait_configs(&broker, "nursery");
+    let (broker, _data, run) = connected("mqtt-birth", ONE_CAMERA);
     // Someone wipes the retained configs (a broker that lost them, a user clearing topics).
     let ha = Probe::connect(broker.port, PASSWORD, &[]);
     for entity in Entity::ALL {

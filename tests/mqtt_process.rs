@@ -19,13 +19,19 @@ const TOKEN: &str = "SupervisorT0ken-a8f3";
 const PASSWORD: &str = "Mqtt-Pa55w0rd-77";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn supervisor_for(broker: &Mosquitto, password: &str) -> FakeSupervisor {
+/// A Supervisor that knows `TOKEN` and answers `/services/mqtt` with `mqtt` (`None`: no
+/// broker installed), or refuses it without `mqtt_access`.
+fn supervisor(mqtt: Option<serde_json::Value>, mqtt_access: bool) -> FakeSupervisor {
     FakeSupervisor::start(Answers {
         token: TOKEN.into(),
-        mqtt: Some(mqtt_service(broker.port, USER, password, false)),
-        mqtt_access: true,
+        mqtt,
+        mqtt_access,
         v2: false,
     })
+}
+
+fn supervisor_for(broker: &Mosquitto, password: &str) -> FakeSupervisor {
+    supervisor(Some(mqtt_service(broker.port, USER, password, false)), true)
 }
 
 fn start_addon(supervisor: &FakeSupervisor, token: &str, extra: &str) -> Vigil {
@@ -106,12 +112,7 @@ fn a_wrong_supervisor_token_is_a_clear_error_and_vigil_runs_on() {
 
 #[test]
 fn no_broker_installed_is_said_once_and_vigil_runs_on() {
-    let supervisor = FakeSupervisor::start(Answers {
-        token: TOKEN.into(),
-        mqtt: None,
-        mqtt_access: true,
-        v2: false,
-    });
+    let supervisor = supervisor(None, true);
     let mut vigil = start_addon(&supervisor, TOKEN, "");
     vigil.wait_for_log("Service not enabled", WAIT);
     vigil.wait_for_log("-> Playing", WAIT);
@@ -127,12 +128,7 @@ fn no_broker_installed_is_said_once_and_vigil_runs_on() {
 
 #[test]
 fn a_missing_mqtt_service_declaration_is_named() {
-    let supervisor = FakeSupervisor::start(Answers {
-        token: TOKEN.into(),
-        mqtt: None,
-        mqtt_access: false,
-        v2: false,
-    });
+    let supervisor = supervisor(None, false);
     let mut vigil = start_addon(&supervisor, TOKEN, "");
     vigil.wait_for_log("services: [mqtt:want]", WAIT);
     vigil.terminate();
@@ -258,12 +254,7 @@ fn tls_is_used_when_the_supervisor_says_ssl() {
             certs.path().display()
         ),
     );
-    let supervisor = FakeSupervisor::start(Answers {
-        token: TOKEN.into(),
-        mqtt: Some(mqtt_service(tls_port, USER, PASSWORD, true)),
-        mqtt_access: true,
-        v2: false,
-    });
+    let supervisor = supervisor(Some(mqtt_service(tls_port, USER, PASSWORD, true)), true);
     let ca = certs.path().join("ca.pem");
     let mut vigil = Vigil::start_with_env(
         &options_with_free_ports("cameras: []\n"),
@@ -293,12 +284,7 @@ fn tls_is_used_when_the_supervisor_says_ssl() {
 #[test]
 fn the_supervisor_is_asked_again_until_a_broker_is_installed() {
     let broker = Mosquitto::start(PASSWORD);
-    let supervisor = FakeSupervisor::start(Answers {
-        token: TOKEN.into(),
-        mqtt: None,
-        mqtt_access: true,
-        v2: false,
-    });
+    let supervisor = supervisor(None, true);
     let data = TempDir::new("mqtt-recheck");
     let client = Supervisor::new(&supervisor.url, Secret::new(TOKEN));
     let run = MqttRun::start_with("cameras: []\n", data.path(), Some(client), |setup| {
