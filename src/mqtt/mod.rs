@@ -134,7 +134,9 @@ pub fn start(
     tracker.spawn(async move {
         if let Some(broker) = find_broker(&setup, &status, &shutdown).await {
             let panel_url = panel_url(setup.supervisor.as_ref()).await;
-            session::run(setup, broker, panel_url, status.clone(), shutdown).await;
+            session::run(setup, broker, panel_url, status.clone(), shutdown.clone()).await;
+        }
+        if shutdown.is_cancelled() {
             status.send_replace(MqttStatus::Stopped);
         }
     });

@@ -147,6 +147,7 @@ impl MqttRun {
                     .expect("the MQTT part did not stop within 5 s")
             });
         }
+        assert_eq!(*self.status.borrow(), MqttStatus::Stopped);
     }
 
     /// Ends abruptly: the connection drops without a goodbye, as when the process is killed.
