@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audio::CryReading;
-use crate::camera;
+use crate::camera::{self, CameraHandle, CameraState, CameraStatus, Cameras, Hub, hub::HubLimits};
 use crate::config::{CameraSource, Config};
 use crate::mqtt::{self, CameraFeed, MqttSetup};
 use crate::settings::Settings;
@@ -23,48 +23,57 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
-    tracing::info!(port = config.web_port, "panel listening");
+
+    let mut handles = Vec::new();
+    for camera in config.cameras_to_run() {
+        let hub = Hub::new(HubLimits::default());
+        let (status_tx, status_rx) = watch::channel(CameraStatus::default());
+        handles.push(CameraHandle::new(&camera.name, hub.clone(), status_rx));
+        match &camera.source {
+            CameraSource::Demo => {
+                tracing::info!(
+                    "no camera configured: starting the built-in demo camera '{}' (test pattern \
+                     with a clock, and a tone); add cameras to the options to watch your own",
+                    camera.name
+                );
+                let token = shutdown.child_token();
+                tracker.spawn(async move {
+                    if let Err(e) = camera::demo::run(hub, status_tx, token).await {
+                        tracing::error!(camera = camera::demo::DEMO_CAMERA_NAME, "{e:#}");
+                    }
+                });
+            }
+            CameraSource::Rtsp(url) => {
+                tracing::info!(camera = %camera.name, %url, "camera configured");
+            }
+        }
+    }
+    let cameras = Cameras::new(handles);
+
+    let state = web::WebState {
+        cameras: cameras.clone(),
+    };
+    let router = web::panel_router(state, config.web_allow.clone());
     let token = shutdown.child_token();
-    let router = web::panel_router(config.web_allow.clone());
     tracker.spawn(async move {
         if let Err(e) = web::serve(web_listener, router, token).await {
             tracing::error!("panel server stopped: {e:#}");
         }
     });
+    tracing::info!(port = config.web_port, "panel listening");
 
-    if config.uses_demo_camera() {
-        tracing::info!(
-            "no camera configured: starting the built-in demo camera '{}' (test pattern with a \
-             clock, and a tone); add cameras to the options to watch your own",
-            camera::demo::DEMO_CAMERA_NAME
-        );
-        let token = shutdown.child_token();
-        tracker.spawn(async move {
-            if let Err(e) = camera::demo::run(token).await {
-                tracing::error!(camera = camera::demo::DEMO_CAMERA_NAME, "{e:#}");
-            }
-        });
-    } else {
-        for camera in &config.cameras {
-            tracing::info!(camera = %camera.name, url = %camera.source, "camera configured");
-        }
-    }
-
-    // --- MQTT: Home Assistant's entities. Until the camera actors and the detector are wired
-    // in, each camera's feed is a channel held here: the demo camera says online and not
-    // crying, a configured camera offline.
+    // --- MQTT: Home Assistant's entities. Each camera's online state follows its status;
+    // until the detector is wired in, its cry reading is a channel held here (not crying).
     let settings = Settings::load(&config, &config.data_dir);
-    let mut feed_senders = Vec::new();
-    let feeds = config
-        .cameras_to_run()
-        .into_iter()
-        .map(|camera| {
-            let (online_tx, online) = watch::channel(camera.source == CameraSource::Demo);
+    let mut cry_senders = Vec::new();
+    let feeds = cameras
+        .iter()
+        .map(|handle| {
             let (cry_tx, cry) = watch::channel(CryReading::default());
-            feed_senders.push((online_tx, cry_tx));
+            cry_senders.push(cry_tx);
             CameraFeed {
-                name: camera.name,
-                online,
+                name: handle.name().to_string(),
+                online: online_of(handle.watch_status(), &tracker, shutdown.child_token()),
                 cry,
             }
         })
@@ -77,8 +86,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // --- end of MQTT
 
     shutdown.cancelled().await;
-    drop(feed_senders);
+    drop(cry_senders);
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// A camera's status as "online or not", for MQTT's connectivity sensor.
+fn online_of(
+    mut status: watch::Receiver<CameraStatus>,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> watch::Receiver<bool> {
+    let is_online = |s: &CameraStatus| s.state == CameraState::Online;
+    let (online_tx, online) = watch::channel(is_online(&status.borrow()));
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        // The camera's task ended: it is not streaming.
+                        online_tx.send_replace(false);
+                        return;
+                    }
+                    online_tx.send_if_modified(|online| {
+                        let now = is_online(&status.borrow_and_update());
+                        std::mem::replace(online, now) != now
+                    });
+                }
+            }
+        }
+    });
+    online
 }

@@ -105,7 +105,7 @@ fn a_wrong_supervisor_token_is_a_clear_error_and_vigil_runs_on() {
     let supervisor = supervisor_for(&broker, PASSWORD);
     let mut vigil = start_addon(&supervisor, "not-the-token", "");
     vigil.wait_for_log("the Supervisor refused the add-on's token (HTTP 403)", WAIT);
-    vigil.wait_for_log("-> Playing", WAIT);
+    vigil.wait_for_log("demo camera online", WAIT);
     let (status, _) = vigil.terminate();
     assert!(status.success(), "{}", vigil.output());
 }
@@ -115,7 +115,7 @@ fn no_broker_installed_is_said_once_and_vigil_runs_on() {
     let supervisor = supervisor(None, true);
     let mut vigil = start_addon(&supervisor, TOKEN, "");
     vigil.wait_for_log("Service not enabled", WAIT);
-    vigil.wait_for_log("-> Playing", WAIT);
+    vigil.wait_for_log("demo camera online", WAIT);
     let out = vigil.output();
     assert!(
         out.contains("install and start the Mosquitto broker add-on"),
@@ -148,7 +148,7 @@ fn a_refused_login_is_logged_clearly_and_vigil_keeps_running() {
         "{out}"
     );
     assert!(out.contains("retrying in"), "{out}");
-    vigil.wait_for_log("-> Playing", WAIT);
+    vigil.wait_for_log("demo camera online", WAIT);
     let (status, _) = vigil.terminate();
     assert!(status.success(), "{}", vigil.output());
     let out = vigil.output();

@@ -11,7 +11,7 @@ use common::{Vigil, free_port, options_with_free_ports};
 fn no_config_starts_the_demo_camera_and_stops_on_sigterm() {
     let mut vigil = Vigil::start(&options_with_free_ports("cameras: []\n"));
     vigil.wait_for_log("built-in demo camera", Duration::from_secs(10));
-    vigil.wait_for_log("-> Playing", Duration::from_secs(10));
+    vigil.wait_for_log("demo camera online", Duration::from_secs(10));
     let (status, took) = vigil.terminate();
     assert!(status.success(), "exit {status}:\n{}", vigil.output());
     assert!(took < Duration::from_secs(5), "stop took {took:?}");

@@ -1,72 +1,128 @@
-//! The built-in demo camera: a GStreamer test pattern with a clock and a quiet tone, so that a
-//! newcomer who starts Vigil with no camera configured sees it working at once.
+//! The built-in demo camera: a GStreamer test pattern with a clock and a quiet tone, fed into a
+//! camera hub like a real camera's stream, so that a newcomer who starts Vigil with no camera
+//! configured sees every part working at once.
 //!
 //! This is the one place where Vigil encodes video: the demo *is* the camera. Camera streams are
 //! never re-encoded.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
 use anyhow::{Context, anyhow};
 use futures::StreamExt;
 use gst::prelude::*;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use super::hub::{Hub, Track};
+use super::sink::Session;
+use super::{AudioStatus, CameraState, CameraStatus, VideoStatus};
 
 pub use crate::config::DEMO_CAMERA_NAME;
 
 /// The demo pipeline as a launch description: H.264 video at 640×360, 15 fps, one keyframe a
-/// second, and an 8 kHz A-law tone, like a cheap IP camera sends.
+/// second, and an 8 kHz A-law tone in 20 ms packets, like a cheap IP camera sends.
 pub const DEMO_PIPELINE: &str = "\
     videotestsrc is-live=true pattern=ball name=demo-video \
     ! video/x-raw,width=640,height=360,framerate=15/1 \
     ! clockoverlay time-format=\"%H:%M:%S\" halignment=right valignment=top font-desc=\"Sans 18\" \
     ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=800 \
-    ! h264parse ! fakesink name=demo-video-sink sync=false \
-    audiotestsrc is-live=true wave=sine freq=440 volume=0.05 name=demo-audio \
-    ! audio/x-raw,rate=8000,channels=1 ! alawenc ! fakesink name=demo-audio-sink sync=false";
+    ! h264parse config-interval=-1 \
+    ! video/x-h264,stream-format=byte-stream,alignment=au \
+    ! appsink name=video sync=false max-buffers=64 drop=true \
+    audiotestsrc is-live=true wave=sine freq=440 volume=0.05 samplesperbuffer=160 name=demo-audio \
+    ! audio/x-raw,rate=8000,channels=1 ! alawenc \
+    ! appsink name=audio sync=false max-buffers=64 drop=true";
 
-/// Runs the demo pipeline until `shutdown`, logging its state changes; the pipeline reaches `Null`
-/// on every exit.
-pub async fn run(shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the demo camera into `hub` until `shutdown`, reporting on `status`; the pipeline reaches
+/// `Null` on every exit.
+pub async fn run(
+    hub: Arc<Hub>,
+    status: watch::Sender<CameraStatus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let pipeline = gst::parse::launch(DEMO_PIPELINE)
         .context("cannot build the demo camera (are the GStreamer plugins installed?)")?
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow!("the demo description is not a pipeline"))?;
     let _null_on_exit = NullOnDrop(pipeline.clone());
+    let session = Session::begin(hub, true, true);
+    for (name, track) in [("video", Track::Video), ("audio", Track::Audio)] {
+        let sink = pipeline
+            .by_name(name)
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .with_context(|| format!("the demo pipeline has no appsink '{name}'"))?;
+        session.connect(&sink, track);
+    }
     let bus = pipeline.bus().context("pipeline without a bus")?;
     let mut messages = bus.stream();
     pipeline
         .set_state(gst::State::Playing)
         .context("cannot start the demo camera")?;
+    tracing::info!(camera = DEMO_CAMERA_NAME, "demo camera started");
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (Instant::now(), 0u64);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let received = session.received();
+                let kbps = (received.bytes.saturating_sub(last.1) * 8) as f64
+                    / last.0.elapsed().as_secs_f64().max(0.001) / 1000.0;
+                last = (Instant::now(), received.bytes);
+                if received.video_frames > 0 {
+                    status.send_if_modified(|s| {
+                        let was = s.state;
+                        s.bitrate_kbps = kbps.round() as u32;
+                        if was != CameraState::Online {
+                            *s = demo_status(kbps);
+                            tracing::info!(camera = DEMO_CAMERA_NAME, "demo camera online");
+                        }
+                        true
+                    });
+                }
+            }
             message = messages.next() => {
                 let Some(message) = message else { return Ok(()) };
-                match message.view() {
-                    gst::MessageView::StateChanged(s)
-                        if s.src() == Some(pipeline.upcast_ref::<gst::Object>()) =>
-                    {
-                        tracing::info!(
-                            camera = DEMO_CAMERA_NAME,
-                            "demo pipeline {:?} -> {:?}",
-                            s.old(),
-                            s.current()
-                        );
-                    }
-                    gst::MessageView::Error(e) => {
-                        return Err(anyhow!(
-                            "demo camera failed: {} ({})",
-                            e.error(),
-                            e.debug().unwrap_or_default()
-                        ));
-                    }
-                    _ => {}
+                if let gst::MessageView::Error(e) = message.view() {
+                    let reason = format!("demo camera failed: {}", e.error());
+                    status.send_modify(|s| {
+                        s.state = CameraState::Offline;
+                        s.reason = Some(reason.clone());
+                        s.since = SystemTime::now();
+                    });
+                    return Err(anyhow!("{reason} ({})", e.debug().unwrap_or_default()));
                 }
             }
         }
     }
 }
 
+fn demo_status(kbps: f64) -> CameraStatus {
+    CameraStatus {
+        state: CameraState::Online,
+        reason: None,
+        since: SystemTime::now(),
+        video: Some(VideoStatus {
+            codec: "H.264".into(),
+            profile: Some("high".into()),
+            width: 640,
+            height: 360,
+            fps: 15.0,
+        }),
+        audio: Some(AudioStatus {
+            codec: "PCMA".into(),
+            sample_rate: 8000,
+            channels: 1,
+        }),
+        bitrate_kbps: kbps.round() as u32,
+        reconnects: 0,
+    }
+}
+
 /// Sets a pipeline to `Null` when dropped, whatever path the owner leaves by.
-struct NullOnDrop(gst::Pipeline);
+pub(crate) struct NullOnDrop(pub gst::Pipeline);
 
 impl Drop for NullOnDrop {
     fn drop(&mut self) {

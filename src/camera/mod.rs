@@ -1,5 +1,176 @@
-//! Cameras: one actor per camera owns its GStreamer pipeline and its state.
+//! Cameras: one actor per camera owns its GStreamer pipeline and its state; the rest of Vigil
+//! sees a camera only through a [`CameraHandle`].
 //!
-//! Only this module sees a camera's credentials; everything it shows is redacted.
+//! A handle gives the camera's status and lets a consumer subscribe to its frames through the
+//! [`hub::Hub`] (GOP cache first, then live). Only this module sees a camera's credentials;
+//! everything it shows is redacted.
 
 pub mod demo;
+pub mod hub;
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+pub use hub::{
+    ConsumerClock, ConsumerKind, Frame, Hub, MediaEvent, StreamInfo, Subscription, Track,
+};
+
+/// Where a camera's connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    /// Connecting (at start, or retrying after a failure).
+    Connecting,
+    /// Frames are arriving.
+    Online,
+    /// The last attempt failed; `reason` says why, and a retry is scheduled.
+    Offline,
+}
+
+/// The video track as the camera sends it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VideoStatus {
+    /// `H.264` or `H.265`.
+    pub codec: String,
+    pub profile: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f32,
+}
+
+/// The audio track as the camera sends it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AudioStatus {
+    /// `AAC`, `PCMA`, `PCMU` or `Opus`.
+    pub codec: String,
+    pub sample_rate: u32,
+    pub channels: u32,
+}
+
+/// What the camera actor reports about its camera. Every text in it is redacted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CameraStatus {
+    pub state: CameraState,
+    /// Why the camera is offline (or the last error while connecting), redacted.
+    pub reason: Option<String>,
+    /// When `state` last changed.
+    #[serde(with = "crate::audio::unix_millis")]
+    pub since: SystemTime,
+    pub video: Option<VideoStatus>,
+    /// `None` for a camera without audio (cry detection is then off for it).
+    pub audio: Option<AudioStatus>,
+    /// Received bitrate over the last few seconds, in kbit/s.
+    pub bitrate_kbps: u32,
+    /// How many times the stream was lost and reconnected since start.
+    pub reconnects: u64,
+}
+
+impl Default for CameraStatus {
+    fn default() -> Self {
+        Self {
+            state: CameraState::Connecting,
+            reason: None,
+            since: SystemTime::now(),
+            video: None,
+            audio: None,
+            bitrate_kbps: 0,
+            reconnects: 0,
+        }
+    }
+}
+
+/// The rest of Vigil's view of one camera. Cheap to clone.
+#[derive(Clone)]
+pub struct CameraHandle {
+    name: Arc<str>,
+    hub: Arc<Hub>,
+    status: watch::Receiver<CameraStatus>,
+}
+
+impl std::fmt::Debug for CameraHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CameraHandle")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl CameraHandle {
+    pub fn new(name: &str, hub: Arc<Hub>, status: watch::Receiver<CameraStatus>) -> Self {
+        Self {
+            name: name.into(),
+            hub,
+            status,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The camera's status now.
+    pub fn status(&self) -> CameraStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<CameraStatus> {
+        self.status.clone()
+    }
+
+    /// Starts a consumer at the cached keyframe (see [`Hub::subscribe`]).
+    pub fn subscribe(&self, kind: ConsumerKind) -> Subscription {
+        self.hub.subscribe(kind)
+    }
+
+    /// The formats of the current session, once known.
+    pub fn stream_info(&self) -> Option<Arc<StreamInfo>> {
+        self.hub.info()
+    }
+
+    /// The last keyframe (decodable on its own) and its formats, for snapshots.
+    pub fn last_keyframe(&self) -> Option<(Arc<StreamInfo>, Frame)> {
+        self.hub.last_keyframe()
+    }
+
+    /// How many consumers of each kind are connected.
+    pub fn consumers(&self) -> Vec<ConsumerKind> {
+        self.hub.consumers()
+    }
+}
+
+/// Every running camera, by name. Cheap to clone; fixed for the life of the process.
+#[derive(Clone, Default, Debug)]
+pub struct Cameras {
+    by_name: Arc<BTreeMap<String, CameraHandle>>,
+}
+
+impl Cameras {
+    pub fn new(handles: impl IntoIterator<Item = CameraHandle>) -> Self {
+        Self {
+            by_name: Arc::new(
+                handles
+                    .into_iter()
+                    .map(|h| (h.name().to_string(), h))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&CameraHandle> {
+        self.by_name.get(name)
+    }
+
+    /// All cameras, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &CameraHandle> {
+        self.by_name.values()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+}

@@ -15,7 +15,14 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::camera::Cameras;
 use crate::config::IpNet;
+
+/// What every handler may read. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct WebState {
+    pub cameras: Cameras,
+}
 
 /// Binds `0.0.0.0:port` for the service named by the option `key`, with an error a user can act on.
 pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -33,9 +40,10 @@ pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
 }
 
 /// The panel's routes, behind the ingress guard.
-pub fn panel_router(allow: Vec<IpNet>) -> Router {
+pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
     Router::new()
         .route("/api/health", get(health))
+        .with_state(state)
         .layer(middleware::from_fn_with_state(Allow(allow), guard))
 }
 

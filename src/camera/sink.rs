@@ -1,0 +1,148 @@
+//! From an ingest pipeline's appsinks into the camera's [`Hub`]: one [`Session`] per pipeline
+//! run collects the tracks' formats, announces them once every expected track has negotiated,
+//! and pushes each access unit with its running time and keyframe flag.
+//!
+//! Runs on GStreamer streaming threads: nothing here blocks or panics; a callback that cannot
+//! make sense of a sample posts an element error and returns a flow error.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::hub::{Hub, StreamInfo, Track};
+
+/// Counts what one session received, for the camera's status.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Received {
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    pub bytes: u64,
+}
+
+/// One run of an ingest pipeline, feeding one hub.
+pub struct Session {
+    hub: Arc<Hub>,
+    state: Mutex<SessionState>,
+}
+
+struct SessionState {
+    expect_video: bool,
+    expect_audio: bool,
+    video: Option<gst::Caps>,
+    audio: Option<gst::Caps>,
+    announced: bool,
+    received: Received,
+}
+
+impl Session {
+    /// Starts a session on `hub` (its timeline continues from the last one).
+    pub fn begin(hub: Arc<Hub>, expect_video: bool, expect_audio: bool) -> Arc<Self> {
+        hub.begin_session();
+        Arc::new(Self {
+            hub,
+            state: Mutex::new(SessionState {
+                expect_video,
+                expect_audio,
+                video: None,
+                audio: None,
+                announced: false,
+                received: Received::default(),
+            }),
+        })
+    }
+
+    /// Changes which tracks to wait for (an RTSP camera says which it has once set up).
+    pub fn expect(&self, video: bool, audio: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.expect_video = video;
+        state.expect_audio = audio;
+        self.announce_if_ready(&mut state);
+    }
+
+    /// What arrived so far.
+    pub fn received(&self) -> Received {
+        self.state.lock().unwrap().received
+    }
+
+    /// Wires `appsink` as the sink of `track`. Samples before every expected track has its
+    /// format are dropped: a consumer must know all formats before its first frame.
+    pub fn connect(self: &Arc<Self>, appsink: &gst_app::AppSink, track: Track) {
+        let session = Arc::downgrade(self);
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let Some(session) = session.upgrade() else {
+                        return Err(gst::FlowError::Flushing);
+                    };
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    session.on_sample(sink, track, &sample)
+                })
+                .build(),
+        );
+    }
+
+    fn on_sample(
+        &self,
+        sink: &gst_app::AppSink,
+        track: Track,
+        sample: &gst::Sample,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some(buffer) = sample.buffer_owned() else {
+            gst::element_error!(sink, gst::StreamError::Failed, ["sample without a buffer"]);
+            return Err(gst::FlowError::Error);
+        };
+        let running_time = sample
+            .segment()
+            .and_then(|segment| segment.downcast_ref::<gst::ClockTime>())
+            .and_then(|segment| segment.to_running_time(buffer.pts()))
+            .or(buffer.pts());
+        let Some(running_time) = running_time else {
+            // Without a timestamp a frame cannot be placed; parsers always set one.
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        {
+            let mut state = self.state.lock().unwrap();
+            if let Some(caps) = sample.caps() {
+                let slot = match track {
+                    Track::Video => &mut state.video,
+                    Track::Audio => &mut state.audio,
+                };
+                if slot.as_ref().is_none_or(|c| c != caps) {
+                    *slot = Some(caps.to_owned());
+                    state.announced = false;
+                }
+            }
+            self.announce_if_ready(&mut state);
+            if !state.announced {
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            state.received.bytes += buffer.size() as u64;
+            match track {
+                Track::Video => state.received.video_frames += 1,
+                Track::Audio => state.received.audio_frames += 1,
+            }
+        }
+        self.hub.push(
+            track,
+            buffer,
+            Duration::from_nanos(running_time.nseconds()),
+            keyframe,
+        );
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn announce_if_ready(&self, state: &mut SessionState) {
+        if state.announced {
+            return;
+        }
+        let ready = (!state.expect_video || state.video.is_some())
+            && (!state.expect_audio || state.audio.is_some());
+        if ready {
+            self.hub.set_info(StreamInfo {
+                video: state.video.clone().filter(|_| state.expect_video),
+                audio: state.audio.clone().filter(|_| state.expect_audio),
+            });
+            state.announced = true;
+        }
+    }
+}
