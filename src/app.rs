@@ -4,14 +4,16 @@
 //! cancels the root and waits for the tracker, so every pipeline reaches `Null` before exit.
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use tokio::sync::watch;
-
-use crate::camera::{self, CameraHandle, CameraStatus, Cameras, Hub, hub::HubLimits};
-use crate::config::CameraSource;
-use crate::config::Config;
+use crate::audio::CryReading;
+use crate::camera::{self, CameraHandle, CameraState, CameraStatus, Cameras, Hub, hub::HubLimits};
+use crate::config::{CameraSource, Config};
+use crate::mqtt::{self, CameraFeed, MqttSetup};
+use crate::settings::Settings;
+use crate::supervisor::Supervisor;
 use crate::web;
 
 /// Runs until `shutdown` is cancelled, then stops every part and returns.
@@ -60,8 +62,61 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     tracing::info!(port = config.web_port, "panel listening");
 
+    // --- MQTT: Home Assistant's entities. Each camera's online state follows its status;
+    // until the detector is wired in, its cry reading is a channel held here (not crying).
+    let settings = Settings::load(&config, &config.data_dir);
+    let mut cry_senders = Vec::new();
+    let feeds = cameras
+        .iter()
+        .map(|handle| {
+            let (cry_tx, cry) = watch::channel(CryReading::default());
+            cry_senders.push(cry_tx);
+            CameraFeed {
+                name: handle.name().to_string(),
+                online: online_of(handle.watch_status(), &tracker, shutdown.child_token()),
+                cry,
+            }
+        })
+        .collect();
+    let _mqtt_status = mqtt::start(
+        MqttSetup::new(&config, feeds, settings, Supervisor::from_env()),
+        &tracker,
+        shutdown.child_token(),
+    );
+    // --- end of MQTT
+
     shutdown.cancelled().await;
+    drop(cry_senders);
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// A camera's status as "online or not", for MQTT's connectivity sensor.
+fn online_of(
+    mut status: watch::Receiver<CameraStatus>,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> watch::Receiver<bool> {
+    let is_online = |s: &CameraStatus| s.state == CameraState::Online;
+    let (online_tx, online) = watch::channel(is_online(&status.borrow()));
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        // The camera's task ended: it is not streaming.
+                        online_tx.send_replace(false);
+                        return;
+                    }
+                    online_tx.send_if_modified(|online| {
+                        let now = is_online(&status.borrow_and_update());
+                        std::mem::replace(online, now) != now
+                    });
+                }
+            }
+        }
+    });
+    online
 }

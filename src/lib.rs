@@ -7,6 +7,8 @@
 //! - [`settings`]: per-camera settings changed from Home Assistant, persisted under /data.
 //! - [`camera`]: one actor per camera owning its GStreamer pipeline.
 //! - [`web`]: the HTTP servers (panel through ingress, API) and the ingress guard.
+//! - [`mqtt`]: Home Assistant over MQTT discovery: entities per camera, availability, commands.
+//! - [`supervisor`]: the Supervisor's API (the MQTT service's credentials).
 //! - [`audio`]: cry detection (YAMNet and the detector) and what it reports.
 //! - [`app`]: wiring and the shutdown order.
 //! - [`cli`], [`logging`]: the command line and log output.
@@ -17,6 +19,8 @@ pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod mqtt;
 pub mod secret;
 pub mod settings;
+pub mod supervisor;
 pub mod web;

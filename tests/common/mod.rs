@@ -2,6 +2,12 @@
 //! it the way the Supervisor does.
 #![allow(dead_code)]
 
+pub mod fake_supervisor;
+pub mod home_assistant;
+pub mod mosquitto;
+pub mod mqtt_probe;
+pub mod mqtt_run;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
