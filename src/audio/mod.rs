@@ -3,6 +3,12 @@
 //!
 //! The types here are what the rest of Vigil reads (MQTT, the panel); they carry no I/O.
 
+pub mod detector;
+pub mod offline;
+pub mod wav;
+pub mod windows;
+pub mod yamnet;
+
 use std::time::{Duration, SystemTime};
 
 /// The sample rate of the audio the detector hears (YAMNet's).
