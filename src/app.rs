@@ -9,7 +9,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::camera;
 use crate::config::Config;
-use crate::web;
+use crate::settings::Settings;
+use crate::{audio, web};
 
 /// Runs until `shutdown` is cancelled, then stops every part and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -26,6 +27,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             tracing::error!("panel server stopped: {e:#}");
         }
     });
+
+    // --- Cry detection (src/audio) ----------------------------------------------------------
+    // Started before the cameras, so each camera's audio branch can be handed to it with
+    // `detection.add_camera(name, pcm_receiver)`. A missing or wrong model or ONNX Runtime
+    // turns detection off with one clear error; streaming goes on without it.
+    let settings = Settings::load(&config, &config.data_dir);
+    let detection = match audio::Detection::start(&config, settings.clone(), shutdown.child_token())
+    {
+        Ok(detection) => Some(detection),
+        Err(e) => {
+            tracing::error!("cry detection is off: {e}");
+            None
+        }
+    };
+    // --- end of cry detection ----------------------------------------------------------------
 
     if config.uses_demo_camera() {
         tracing::info!(
@@ -48,5 +64,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     shutdown.cancelled().await;
     tracker.close();
     tracker.wait().await;
+    if let Some(detection) = &detection {
+        // Its camera tasks end with the cameras; this waits for the history to be saved.
+        detection.stopped().await;
+    }
     Ok(())
 }

@@ -139,6 +139,12 @@ impl Windower {
         }
     }
 
+    /// The audio stopped for a while (no chunk came): the next window starts afresh, while
+    /// the clock and the expected `pts` stay, so the next chunk's gap is still measured.
+    pub fn interrupt(&mut self) {
+        self.restart();
+    }
+
     fn restart(&mut self) {
         self.ring.clear();
         self.fresh = 0;

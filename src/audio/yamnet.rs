@@ -6,7 +6,7 @@
 //! This module knows nothing about cameras, thresholds or time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -194,8 +194,7 @@ impl std::fmt::Debug for Yamnet {
 impl Yamnet {
     /// Loads ONNX Runtime and the model, checking the model's sha256 first.
     ///
-    /// The library is loaded once per process; a second call with another library path uses
-    /// the first one.
+    /// The library is loaded once per process; later calls use it whatever their library path.
     pub fn load(paths: &ModelPaths, memory: MemoryOptions) -> Result<Yamnet, YamnetError> {
         let model_path = paths.model_path()?;
         let bytes = std::fs::read(&model_path).map_err(|source| YamnetError::ModelUnreadable {
@@ -262,8 +261,20 @@ impl Yamnet {
     }
 }
 
-/// The process-wide ONNX Runtime environment, loading the library on first use.
+/// The process-wide ONNX Runtime environment, loading the library on first use. ONNX Runtime
+/// allows one environment per process, so it is kept for the process's life once built.
 fn load_environment(library: &Path) -> Result<ort::environment::Environment, YamnetError> {
+    static ENVIRONMENT: Mutex<Option<ort::environment::Environment>> = Mutex::new(None);
+    let mut environment = ENVIRONMENT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(existing) = environment.as_ref() {
+        return Ok(existing.clone());
+    }
+    let built = build_environment(library)?;
+    *environment = Some(built.clone());
+    Ok(built)
+}
+
+fn build_environment(library: &Path) -> Result<ort::environment::Environment, YamnetError> {
     let library_error = |reason: String| YamnetError::Library {
         path: library.to_path_buf(),
         reason,
