@@ -96,7 +96,7 @@ fn detect(
         library: None,
         model: model.or(config.yamnet_model),
     };
-    let result = yamnet::Yamnet::load(&paths, yamnet::MemoryOptions::LEAN)
+    let result = yamnet::Yamnet::load(&paths, yamnet::MemoryOptions::VIGIL)
         .map_err(offline::AnalyzeError::from)
         .and_then(|mut model| offline::analyze(file, settings, &mut model));
     match result {

@@ -216,7 +216,7 @@ fn a_wrong_or_missing_model_is_a_clear_error() {
             library: None,
             model: Some(wrong.clone()),
         },
-        MemoryOptions::LEAN,
+        MemoryOptions::VIGIL,
     )
     .unwrap_err();
     assert!(matches!(err, YamnetError::ModelChecksum { .. }), "{err:?}");
@@ -231,7 +231,7 @@ fn a_wrong_or_missing_model_is_a_clear_error() {
             library: None,
             model: Some(missing.clone()),
         },
-        MemoryOptions::LEAN,
+        MemoryOptions::VIGIL,
     )
     .unwrap_err();
     assert!(err.to_string().contains("no-such-model.onnx"), "{err}");

@@ -127,13 +127,27 @@ impl Detection {
             library: None,
             model: config.yamnet_model.clone(),
         };
-        let yamnet = Yamnet::load(&paths, MemoryOptions::LEAN)?;
-        tracing::info!(model = %yamnet.model_path().display(), "cry detection ready");
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(INFERENCE_QUEUE);
+        let (loaded_tx, loaded) = std::sync::mpsc::sync_channel(1);
+        // The model is loaded on the thread that runs it, so its memory stays in one heap.
         std::thread::Builder::new()
             .name("vigil-yamnet".into())
-            .spawn(move || infer(yamnet, queue))
+            .spawn(move || match Yamnet::load(&paths, MemoryOptions::VIGIL) {
+                Ok(yamnet) => {
+                    let _ = loaded_tx.send(Ok(yamnet.model_path().to_path_buf()));
+                    infer(yamnet, queue);
+                }
+                Err(e) => {
+                    let _ = loaded_tx.send(Err(e));
+                }
+            })
             .map_err(StartError::Thread)?;
+        let model = loaded.recv().map_err(|_| {
+            StartError::Thread(std::io::Error::other(
+                "the inference thread ended while loading",
+            ))
+        })??;
+        tracing::info!(model = %model.display(), "cry detection ready");
 
         let history_path = config.data_dir.join(HISTORY_FILE);
         let cameras: Vec<String> = config

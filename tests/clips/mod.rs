@@ -56,7 +56,7 @@ pub fn samples(path: &Path) -> Vec<f32> {
 
 /// The model from the repository's models/ folder.
 pub fn model() -> Yamnet {
-    Yamnet::load(&ModelPaths::default(), MemoryOptions::LEAN).expect("YAMNet loads")
+    Yamnet::load(&ModelPaths::default(), MemoryOptions::VIGIL).expect("YAMNet loads")
 }
 
 /// Writes interleaved `samples` as a 16-bit WAV.
