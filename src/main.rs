@@ -93,7 +93,6 @@ fn detect(
         settings.cry_threshold = threshold;
     }
     let paths = yamnet::ModelPaths {
-        library: None,
         model: model.or(config.yamnet_model),
     };
     let result = yamnet::Yamnet::load(&paths, yamnet::MemoryOptions::VIGIL)

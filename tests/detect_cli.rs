@@ -6,7 +6,8 @@ mod common;
 
 use std::process::{Command, Output};
 
-use clips::{Scratch, clip};
+use clips::clip;
+use common::TempDir;
 
 fn detect(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(common::vigil_bin());
@@ -70,9 +71,9 @@ fn json_has_every_window_and_the_episodes() {
 
 #[test]
 fn the_options_and_flags_set_the_sensitivity() {
-    let dir = Scratch::new("cli");
+    let dir = TempDir::new("cli");
     // cry_07 peaks at 0.65 and is quiet (about -60 dBFS).
-    let strict = dir.join("strict.yaml");
+    let strict = dir.path().join("strict.yaml");
     std::fs::write(&strict, "cry_threshold: 0.9\n").unwrap();
     let (code, out, _) = text(&detect(
         &[&path("cry_07"), "--config", strict.to_str().unwrap()],
@@ -82,7 +83,7 @@ fn the_options_and_flags_set_the_sensitivity() {
     assert!(out.contains("no crying found"), "{out}");
     assert!(out.contains("cry_threshold 0.90"), "{out}");
 
-    let loud_only = dir.join("loud.yaml");
+    let loud_only = dir.path().join("loud.yaml");
     std::fs::write(&loud_only, "cry_min_level: -50\ncry_hold: 3\n").unwrap();
     let (_, out, _) = text(&detect(
         &[&path("cry_07"), "-c", loud_only.to_str().unwrap()],
@@ -98,7 +99,7 @@ fn the_options_and_flags_set_the_sensitivity() {
     assert_eq!(code, 2);
     assert!(err.contains("0 to 1"), "{err}");
 
-    let bad = dir.join("bad.yaml");
+    let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "cry_hold: forever\n").unwrap();
     let (code, _, err) = text(&detect(
         &[&path("cry_07"), "-c", bad.to_str().unwrap()],
@@ -110,13 +111,13 @@ fn the_options_and_flags_set_the_sensitivity() {
 
 #[test]
 fn bad_files_are_clear_errors_not_panics() {
-    let dir = Scratch::new("cli");
+    let dir = TempDir::new("cli");
     let whole = std::fs::read(clip("cry_01").path).unwrap();
-    let cut = dir.join("cut.wav");
+    let cut = dir.path().join("cut.wav");
     std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
-    let not_wav = dir.join("photo.wav");
+    let not_wav = dir.path().join("photo.wav");
     std::fs::write(&not_wav, b"\x89PNG\r\n\x1a\n not audio").unwrap();
-    let missing = dir.join("missing.wav");
+    let missing = dir.path().join("missing.wav");
     for (file, words) in [
         (&cut, &["is truncated", "6.9 s", "cut off"][..]),
         (&not_wav, &["is not a WAV file"][..]),

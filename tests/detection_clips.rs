@@ -2,6 +2,7 @@
 //! against models/README.md, steady sounds that must never trigger, and bad inputs.
 
 mod clips;
+mod common;
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use vigil::audio::offline::{self, AnalyzeError};
 use vigil::audio::wav::WavError;
 use vigil::audio::yamnet::{self, MemoryOptions, ModelPaths, Yamnet, YamnetError};
 
-use clips::{Scratch, clip, clips, model, samples, write_wav};
+use clips::{clip, clips, model, samples, write_wav};
+use common::TempDir;
 
 #[test]
 fn at_the_defaults_8_of_10_cries_are_found_and_no_false_alarm() {
@@ -156,7 +158,7 @@ fn top_classes_make_sense() {
 #[test]
 fn silence_and_steady_noise_never_trigger() {
     let mut model = model();
-    let dir = Scratch::new("noise");
+    let dir = TempDir::new("noise");
     let n = 30 * 16_000;
     let mut rng = fastrand::Rng::with_seed(7);
     let mut white =
@@ -190,7 +192,7 @@ fn silence_and_steady_noise_never_trigger() {
         ("440 Hz tone", tone),
     ];
     for (name, audio) in sounds {
-        let path = dir.join("sound.wav");
+        let path = dir.path().join("sound.wav");
         write_wav(&path, 16_000, 1, &audio);
         let analysis = offline::analyze(&path, DetectorSettings::default(), &mut model).unwrap();
         println!("{name:<22} peak cry score {:.4}", analysis.peak_score());
@@ -213,7 +215,6 @@ fn a_wrong_or_missing_model_is_a_clear_error() {
     let wrong = manifest.join("Cargo.toml");
     let err = Yamnet::load(
         &ModelPaths {
-            library: None,
             model: Some(wrong.clone()),
         },
         MemoryOptions::VIGIL,
@@ -228,7 +229,6 @@ fn a_wrong_or_missing_model_is_a_clear_error() {
     let missing = manifest.join("no-such-model.onnx");
     let err = Yamnet::load(
         &ModelPaths {
-            library: None,
             model: Some(missing.clone()),
         },
         MemoryOptions::VIGIL,
@@ -240,9 +240,9 @@ fn a_wrong_or_missing_model_is_a_clear_error() {
 #[test]
 fn truncated_and_non_wav_files_are_clear_errors() {
     let mut model = model();
-    let dir = Scratch::new("badwav");
+    let dir = TempDir::new("badwav");
     let whole = std::fs::read(clip("cry_01").path).unwrap();
-    let cut = dir.join("cut.wav");
+    let cut = dir.path().join("cut.wav");
     std::fs::write(&cut, &whole[..whole.len() / 3]).unwrap();
     match offline::analyze(&cut, DetectorSettings::default(), &mut model) {
         Err(AnalyzeError::Wav(WavError::Truncated { expected, read, .. })) => {
@@ -251,12 +251,12 @@ fn truncated_and_non_wav_files_are_clear_errors() {
         }
         other => panic!("expected a truncation error, got {other:?}"),
     }
-    let text = dir.join("notes.wav");
+    let text = dir.path().join("notes.wav");
     std::fs::write(&text, "these are not samples").unwrap();
     let err = offline::analyze(&text, DetectorSettings::default(), &mut model).unwrap_err();
     assert!(err.to_string().contains("is not a WAV file"), "{err}");
     let err = offline::analyze(
-        &dir.join("missing.wav"),
+        &dir.path().join("missing.wav"),
         DetectorSettings::default(),
         &mut model,
     )
@@ -268,11 +268,11 @@ fn truncated_and_non_wav_files_are_clear_errors() {
 #[test]
 fn other_rates_and_channels_are_resampled() {
     let mut model = model();
-    let dir = Scratch::new("rates");
+    let dir = TempDir::new("rates");
     let audio = samples(&clip("cry_04").path);
     // The clips have no content above 4 kHz, so taking every other sample loses nothing.
     let at_8k: Vec<f32> = audio.iter().step_by(2).copied().collect();
-    let path = dir.join("8k.wav");
+    let path = dir.path().join("8k.wav");
     write_wav(&path, 8_000, 1, &at_8k);
     let a = offline::analyze(&path, DetectorSettings::default(), &mut model).unwrap();
     assert_eq!(a.wav.sample_rate, 8_000);
@@ -289,7 +289,7 @@ fn other_rates_and_channels_are_resampled() {
             + audio[(j + 1).min(audio.len() - 1)] * frac;
         stereo.extend_from_slice(&[s, 0.0]);
     }
-    let path = dir.join("44k.wav");
+    let path = dir.path().join("44k.wav");
     write_wav(&path, 44_100, 2, &stereo);
     let b = offline::analyze(&path, DetectorSettings::default(), &mut model).unwrap();
     assert_eq!((b.wav.sample_rate, b.wav.channels), (44_100, 2));

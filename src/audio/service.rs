@@ -81,7 +81,6 @@ struct Shared {
     settings: Settings,
     /// The options' detector settings; each camera's threshold comes from `settings`.
     options: DetectorSettings,
-    default_detection: bool,
     events: broadcast::Sender<CryEvent>,
     history: Mutex<History>,
     history_path: PathBuf,
@@ -124,7 +123,6 @@ impl Detection {
         shutdown: CancellationToken,
     ) -> Result<Detection, StartError> {
         let paths = ModelPaths {
-            library: None,
             model: config.yamnet_model.clone(),
         };
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(INFERENCE_QUEUE);
@@ -164,7 +162,6 @@ impl Detection {
             jobs,
             settings,
             options: DetectorSettings::from_config(config),
-            default_detection: true,
             events: broadcast::channel(EVENT_QUEUE).0,
             history: Mutex::new(history),
             history_path,
@@ -219,11 +216,12 @@ impl Detection {
         self.shared.dropped_windows.load(Ordering::Relaxed)
     }
 
-    /// Waits until every camera task has stopped and the history is saved (after the shutdown
-    /// token is cancelled).
+    /// After the shutdown token is cancelled: waits until every camera task has stopped (ending
+    /// its episode), then saves the history.
     pub async fn stopped(&self) {
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
+        save_history_now(&self.shared).await;
     }
 }
 
@@ -235,29 +233,29 @@ fn infer(mut yamnet: Yamnet, queue: std::sync::mpsc::Receiver<Job>) {
     tracing::debug!("inference thread stopped");
 }
 
+/// Saves the history every [`SAVE_EVERY`] until shutdown ([`Detection::stopped`] saves last).
 async fn save_history(shared: Arc<Shared>) {
     let mut every = tokio::time::interval(SAVE_EVERY);
     every.tick().await;
     loop {
-        let stopping = tokio::select! {
-            _ = shared.shutdown.cancelled() => true,
-            _ = every.tick() => false,
-        };
-        // Serialize under the lock (milliseconds), write outside it on a blocking thread.
-        let json = shared.history.lock().unwrap().to_json();
-        let path = shared.history_path.clone();
-        let written = tokio::task::spawn_blocking(move || History::save(&json, &path)).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(
-                "cannot save the cry history to {}: {e}",
-                shared.history_path.display()
-            ),
-            Err(e) => tracing::warn!("saving the cry history failed: {e}"),
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = every.tick() => save_history_now(&shared).await,
         }
-        if stopping {
-            return;
-        }
+    }
+}
+
+/// Serializes under the lock (milliseconds), writes outside it on a blocking thread.
+async fn save_history_now(shared: &Shared) {
+    let json = shared.history.lock().unwrap().to_json();
+    let path = shared.history_path.clone();
+    match tokio::task::spawn_blocking(move || History::save(&json, &path)).await {
+        Ok(Ok(())) => tracing::debug!("cry history saved"),
+        Ok(Err(e)) => tracing::warn!(
+            "cannot save the cry history to {}: {e}",
+            shared.history_path.display()
+        ),
+        Err(e) => tracing::warn!("saving the cry history failed: {e}"),
     }
 }
 
@@ -329,9 +327,8 @@ impl CameraListener {
                         None => return,
                     }
                 } else {
-                    if self.detector.crying() {
-                        self.stop();
-                    }
+                    // Off: end any cry, and let no window from before count after it is back on.
+                    self.stop();
                     0.0
                 };
                 let window = Window {
@@ -451,7 +448,8 @@ impl CameraListener {
     fn detector_settings(&self) -> EffectiveSettings {
         let camera = self.shared.settings.camera(&self.camera);
         EffectiveSettings {
-            detection: camera.map_or(self.shared.default_detection, |c| c.detection),
+            // A camera the options do not name (none in practice) listens, at the options' values.
+            detection: camera.is_none_or(|c| c.detection),
             detector: DetectorSettings {
                 cry_threshold: camera
                     .map_or(self.shared.options.cry_threshold, |c| c.cry_threshold),

@@ -91,22 +91,17 @@ impl MemoryOptions {
     };
 }
 
-/// Where to find the library and the model.
+/// Where to find the model; ONNX Runtime is [`ORT_LIBRARY_ENV`], else [`DEFAULT_ORT_LIBRARY`].
 #[derive(Debug, Clone, Default)]
 pub struct ModelPaths {
-    /// `None`: [`ORT_LIBRARY_ENV`], else [`DEFAULT_ORT_LIBRARY`].
-    pub library: Option<PathBuf>,
     /// `None`: the image's path, else `models/yamnet.onnx` beside the executable or one of its
     /// ancestors (a cargo build), else in the working directory.
     pub model: Option<PathBuf>,
 }
 
 impl ModelPaths {
-    /// The library path to load.
+    /// The ONNX Runtime library to load.
     pub fn library_path(&self) -> PathBuf {
-        if let Some(path) = &self.library {
-            return path.clone();
-        }
         match std::env::var_os(ORT_LIBRARY_ENV).filter(|v| !v.is_empty()) {
             Some(path) => PathBuf::from(path),
             None => PathBuf::from(DEFAULT_ORT_LIBRARY),

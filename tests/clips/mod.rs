@@ -75,28 +75,3 @@ pub fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32]) {
     }
     writer.finalize().unwrap();
 }
-
-/// A fresh temporary directory, removed when dropped.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "vigil-{label}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
