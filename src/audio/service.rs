@@ -92,13 +92,22 @@ struct Shared {
 
 /// The running detection service. Cheap to clone.
 ///
-/// ```ignore
+/// ```no_run
+/// # use std::time::{Duration, SystemTime};
+/// # use tokio::sync::mpsc::Receiver;
+/// # use vigil::{audio::{self, PcmChunk}, config::Config, settings::Settings};
+/// # async fn wire(config: Config, settings: Settings, pcm_receiver: Receiver<PcmChunk>)
+/// #     -> Result<(), audio::StartError> {
+/// # let shutdown = tokio_util::sync::CancellationToken::new();
 /// let detection = audio::Detection::start(&config, settings.clone(), shutdown.child_token())?;
-/// let reading: watch::Receiver<CryReading> = detection.add_camera("nursery", pcm_receiver);
-/// let mut events = detection.events();
+/// let reading = detection.add_camera("nursery", pcm_receiver); // watch::Receiver<CryReading>
+/// let mut events = detection.events(); // broadcast::Receiver<CryEvent>
 /// let last_hour = detection.history("nursery", SystemTime::now() - Duration::from_secs(3600));
-/// // at shutdown, after cancelling the token:
+/// // At shutdown: cancel the token, then wait for the tasks and the last history save.
+/// shutdown.cancel();
 /// detection.stopped().await;
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Detection {
