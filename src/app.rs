@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audio::CryReading;
+use crate::audio::{self, CryReading};
 use crate::camera::{self, CameraHandle, CameraState, CameraStatus, Cameras, Hub, hub::HubLimits};
 use crate::config::{CameraSource, Config};
 use crate::mqtt::{self, CameraFeed, MqttSetup};
@@ -62,9 +62,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     tracing::info!(port = config.web_port, "panel listening");
 
-    // --- MQTT: Home Assistant's entities. Each camera's online state follows its status;
-    // until the detector is wired in, its cry reading is a channel held here (not crying).
+    // --- Cry detection: a missing or wrong model or ONNX Runtime turns it off with one clear
+    // error; streaming goes on without it. One Settings instance is shared with MQTT, whose
+    // switch and number change what the detector reads.
     let settings = Settings::load(&config, &config.data_dir);
+    let detection = match audio::Detection::start(&config, settings.clone(), shutdown.child_token())
+    {
+        Ok(detection) => Some(detection),
+        Err(e) => {
+            tracing::error!("cry detection is off: {e}");
+            None
+        }
+    };
+
+    // --- MQTT: Home Assistant's entities. Each camera's online state follows its status;
+    // until a camera's audio reaches the detector, its cry reading is a channel held here.
     let mut cry_senders = Vec::new();
     let feeds = cameras
         .iter()
@@ -89,6 +101,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     drop(cry_senders);
     tracker.close();
     tracker.wait().await;
+    if let Some(detection) = &detection {
+        // Its camera tasks end with the cameras; this waits for the history to be saved.
+        detection.stopped().await;
+    }
     Ok(())
 }
 
