@@ -50,18 +50,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let cameras = Cameras::new(handles);
 
-    let state = web::WebState {
-        cameras: cameras.clone(),
-    };
-    let router = web::panel_router(state, config.web_allow.clone());
-    let token = shutdown.child_token();
-    tracker.spawn(async move {
-        if let Err(e) = web::serve(web_listener, router, token).await {
-            tracing::error!("panel server stopped: {e:#}");
-        }
-    });
-    tracing::info!(port = config.web_port, "panel listening");
-
     // --- Cry detection: a missing or wrong model or ONNX Runtime turns it off with one clear
     // error; streaming goes on without it. One Settings instance is shared with MQTT, whose
     // switch and number change what the detector reads.
@@ -90,12 +78,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         })
         .collect();
-    let _mqtt_status = mqtt::start(
-        MqttSetup::new(&config, feeds, settings, Supervisor::from_env()),
+    let mqtt_status = mqtt::start(
+        MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env()),
         &tracker,
         shutdown.child_token(),
     );
-    // --- end of MQTT
+
+    let state = web::WebState {
+        cameras: cameras.clone(),
+        detection: detection.clone(),
+        settings: settings.clone(),
+        mqtt: mqtt_status,
+    };
+    let router = web::panel_router(state, config.web_allow.clone());
+    let token = shutdown.child_token();
+    tracker.spawn(async move {
+        if let Err(e) = web::serve(web_listener, router, token).await {
+            tracing::error!("panel server stopped: {e:#}");
+        }
+    });
+    tracing::info!(port = config.web_port, "panel listening");
 
     shutdown.cancelled().await;
     drop(cry_senders);

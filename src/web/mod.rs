@@ -15,13 +15,22 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod panel;
+
+use crate::audio::Detection;
 use crate::camera::Cameras;
 use crate::config::IpNet;
+use crate::mqtt::MqttStatus;
+use crate::settings::Settings;
 
 /// What every handler may read. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WebState {
     pub cameras: Cameras,
+    /// `None` when cry detection could not start (no model or ONNX Runtime).
+    pub detection: Option<Detection>,
+    pub settings: Settings,
+    pub mqtt: tokio::sync::watch::Receiver<MqttStatus>,
 }
 
 /// Binds `0.0.0.0:port` for the service named by the option `key`, with an error a user can act on.
@@ -43,6 +52,7 @@ pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
 pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
     Router::new()
         .route("/api/health", get(health))
+        .merge(panel::routes())
         .with_state(state)
         .layer(middleware::from_fn_with_state(Allow(allow), guard))
 }
