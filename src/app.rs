@@ -4,15 +4,17 @@
 //! cancels the root and waits for the tracker, so every pipeline reaches `Null` before exit.
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use tokio::sync::watch;
-
-use crate::camera::{self, CameraHandle, CameraStatus, Cameras, Hub, hub::HubLimits};
-use crate::config::CameraSource;
-use crate::config::Config;
+use crate::audio::{self, CryReading};
+use crate::camera::{self, CameraHandle, CameraState, CameraStatus, Cameras, Hub, hub::HubLimits};
+use crate::config::{CameraSource, Config};
 use crate::live::{Live, LiveOptions};
+use crate::mqtt::{self, CameraFeed, MqttSetup};
+use crate::settings::Settings;
+use crate::supervisor::Supervisor;
 use crate::web;
 
 /// Runs until `shutdown` is cancelled, then stops every part and returns.
@@ -50,6 +52,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let cameras = Cameras::new(handles);
 
+    // --- Cry detection: a missing or wrong model or ONNX Runtime turns it off with one clear
+    // error; streaming goes on without it. One Settings instance is shared with MQTT, whose
+    // switch and number change what the detector reads.
+    let settings = Settings::load(&config, &config.data_dir);
+    let detection = match audio::Detection::start(&config, settings.clone(), shutdown.child_token())
+    {
+        Ok(detection) => Some(detection),
+        Err(e) => {
+            tracing::error!("cry detection is off: {e}");
+            None
+        }
+    };
+
+    // --- MQTT: Home Assistant's entities. Each camera's online state follows its status;
+    // until a camera's audio reaches the detector, its cry reading is a channel held here.
+    let mut cry_senders = Vec::new();
+    let feeds = cameras
+        .iter()
+        .map(|handle| {
+            let (cry_tx, cry) = watch::channel(CryReading::default());
+            cry_senders.push(cry_tx);
+            CameraFeed {
+                name: handle.name().to_string(),
+                online: online_of(handle.watch_status(), &tracker, shutdown.child_token()),
+                cry,
+            }
+        })
+        .collect();
+    let mqtt_status = mqtt::start(
+        MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env()),
+        &tracker,
+        shutdown.child_token(),
+    );
+
+    // --- Live view (WebRTC, MSE, snapshots) on both HTTP servers.
     let live = Live::new(
         LiveOptions {
             ice_servers: config.webrtc_ice_servers.clone(),
@@ -58,6 +95,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let state = web::WebState {
         cameras: cameras.clone(),
+        detection: detection.clone(),
+        settings: settings.clone(),
+        mqtt: mqtt_status,
         live: live.clone(),
         names: web::StreamNames::default(),
         rtsp_port: config.rtsp_port,
@@ -84,7 +124,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     shutdown.cancelled().await;
+    drop(cry_senders);
     tracker.close();
     tracker.wait().await;
+    if let Some(detection) = &detection {
+        // Its camera tasks end with the cameras; this waits for the history to be saved.
+        detection.stopped().await;
+    }
     Ok(())
+}
+
+/// A camera's status as "online or not", for MQTT's connectivity sensor.
+fn online_of(
+    mut status: watch::Receiver<CameraStatus>,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> watch::Receiver<bool> {
+    let is_online = |s: &CameraStatus| s.state == CameraState::Online;
+    let (online_tx, online) = watch::channel(is_online(&status.borrow()));
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        // The camera's task ended: it is not streaming.
+                        online_tx.send_replace(false);
+                        return;
+                    }
+                    online_tx.send_if_modified(|online| {
+                        let now = is_online(&status.borrow_and_update());
+                        std::mem::replace(online, now) != now
+                    });
+                }
+            }
+        }
+    });
+    online
 }

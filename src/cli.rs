@@ -1,4 +1,4 @@
-//! The command line: `vigil run`, `vigil check-config`, `vigil --version`.
+//! The command line: `vigil run`, `vigil check-config`, `vigil detect`, `vigil --version`.
 
 use std::path::PathBuf;
 
@@ -37,5 +37,27 @@ pub enum Command {
         /// A YAML or JSON options file; default as for `run`.
         #[arg(short, long, env = "VIGIL_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Run the cry detector on a WAV recording and print what it hears, window by window.
+    ///
+    /// Any sample rate and channel count (resampled to 16 kHz mono). Uses the detection
+    /// options (cry_threshold, cry_min_level, cry_hold, yamnet_model) from --config, else as
+    /// for `run`; try your own recordings to tune cry_threshold.
+    Detect {
+        /// The WAV file.
+        #[arg(value_name = "FILE.wav")]
+        file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A YAML or JSON options file; default as for `run`.
+        #[arg(short, long, env = "VIGIL_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Use this cry_threshold (0 to 1) instead of the options'.
+        #[arg(long, value_name = "0..1")]
+        cry_threshold: Option<f32>,
+        /// The YAMNet model file, instead of the options' yamnet_model or the default.
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
     },
 }

@@ -9,6 +9,8 @@
 //! - [`live`]: live viewers (WebRTC, MSE and `stream.mp4`, snapshots) fed from camera hubs.
 //! - [`web`]: the HTTP servers (panel through ingress, the go2rtc-compatible API), access, and
 //!   the wire formats.
+//! - [`mqtt`]: Home Assistant over MQTT discovery: entities per camera, availability, commands.
+//! - [`supervisor`]: the Supervisor's API (the MQTT service's credentials).
 //! - [`audio`]: cry detection (YAMNet and the detector) and what it reports.
 //! - [`app`]: wiring and the shutdown order.
 //! - [`cli`], [`logging`]: the command line and log output.
@@ -20,6 +22,8 @@ pub mod cli;
 pub mod config;
 pub mod live;
 pub mod logging;
+pub mod mqtt;
 pub mod secret;
 pub mod settings;
+pub mod supervisor;
 pub mod web;

@@ -16,6 +16,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(ConfigSource::discover(config.as_deref())),
+        Command::Detect {
+            file,
+            json,
+            config,
+            cry_threshold,
+            model,
+        } => detect(
+            &file,
+            json,
+            ConfigSource::discover(config.as_deref()),
+            cry_threshold,
+            model,
+        ),
         Command::Run { config, data_dir } => {
             let source = ConfigSource::discover(config.as_deref());
             let mut config = match Config::load(&source) {
@@ -48,6 +61,61 @@ fn check_config(source: ConfigSource) -> ExitCode {
         Err(e) => {
             eprintln!("vigil: {source}: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `vigil detect`: 0 when the file was analysed (crying or not), 1 when it or the model cannot
+/// be read, 2 for bad options.
+fn detect(
+    file: &std::path::Path,
+    json: bool,
+    source: ConfigSource,
+    cry_threshold: Option<f32>,
+    model: Option<std::path::PathBuf>,
+) -> ExitCode {
+    use vigil::audio::{detector::DetectorSettings, offline, yamnet};
+
+    let config = match Config::load(&source) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("vigil: {source}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    vigil::logging::init(vigil::config::LogLevel::Warning);
+    let mut settings = DetectorSettings::from_config(&config);
+    if let Some(threshold) = cry_threshold {
+        if !(0.0..=1.0).contains(&threshold) {
+            eprintln!("vigil: --cry-threshold {threshold} is out of range; use 0 to 1");
+            return ExitCode::from(2);
+        }
+        settings.cry_threshold = threshold;
+    }
+    let paths = yamnet::ModelPaths {
+        model: model.or(config.yamnet_model),
+    };
+    let result = yamnet::Yamnet::load(&paths, yamnet::MemoryOptions::VIGIL)
+        .map_err(offline::AnalyzeError::from)
+        .and_then(|mut model| offline::analyze(file, settings, &mut model));
+    match result {
+        Ok(analysis) if json => match serde_json::to_string_pretty(&analysis) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vigil: cannot write the report as JSON: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(analysis) => {
+            print!("{}", analysis.table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigil: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -73,7 +73,7 @@ fn the_panel_answers_health() {
         free_port()
     ));
     vigil.wait_for_log("panel listening", Duration::from_secs(10));
-    let body = http_get(web_port, "/api/health");
+    let body = common::http_get(web_port, "/api/health");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("\"status\":\"ok\""), "{body}");
     vigil.terminate();
@@ -88,24 +88,7 @@ fn the_panel_refuses_peers_outside_web_allow() {
         free_port()
     ));
     vigil.wait_for_log("panel listening", Duration::from_secs(10));
-    let body = http_get(web_port, "/api/health");
+    let body = common::http_get(web_port, "/api/health");
     assert!(body.starts_with("HTTP/1.1 403"), "{body}");
     vigil.terminate();
-}
-
-/// A minimal HTTP/1.1 GET on loopback; returns the whole response.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out
 }

@@ -1,7 +1,27 @@
 //! Cry detection: each camera's audio, YAMNet scores, and a detector that turns them into
 //! crying / not crying.
 //!
-//! The types here are what the rest of Vigil reads (MQTT, the panel); they carry no I/O.
+//! - [`service`]: [`Detection`], the running service (one inference thread, a task per camera;
+//!   readings, events, history). What the app, MQTT and the panel use.
+//! - [`yamnet`]: ONNX Runtime and the model (sync, no notion of time).
+//! - [`detector`]: the pure cry detector (thresholds, gate, onset, hold).
+//! - [`windows`]: PCM chunks into 0.975 s windows every 0.48 s, gaps handled.
+//! - [`history`]: the bounded 24 h history and its file.
+//! - [`wav`], [`offline`]: `vigil detect FILE.wav`.
+//!
+//! The types below are what the rest of Vigil reads; they carry no I/O. This module never
+//! touches a camera or GStreamer's camera pipelines (the camera's audio branch sends
+//! [`PcmChunk`]s).
+
+pub mod detector;
+pub mod history;
+pub mod offline;
+pub mod service;
+pub mod wav;
+pub mod windows;
+pub mod yamnet;
+
+pub use service::{CryChange, CryEvent, Detection, StartError};
 
 use std::time::{Duration, SystemTime};
 

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 pub use ice::{IceKind, IceServer};
 pub use raw::{
-    CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CRY_THRESHOLD, DEFAULT_RTSP_PORT, DEFAULT_WEB_PORT,
-    ICE_SERVER_KEYS, LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
+    CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CRY_HOLD, DEFAULT_CRY_MIN_LEVEL, DEFAULT_CRY_THRESHOLD,
+    DEFAULT_RTSP_PORT, DEFAULT_WEB_PORT, ICE_SERVER_KEYS, LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
 };
 
 use crate::secret::{Secret, redact_url};
@@ -103,6 +103,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub cameras: Vec<CameraConfig>,
     pub cry_threshold: f32,
+    /// The volume gate in dBFS: quieter windows never count as crying.
+    pub cry_min_level: f32,
+    /// Seconds without a cry before crying ends.
+    pub cry_hold: f64,
+    /// The YAMNet model file; `None` = the image's, else `models/` of a source checkout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yamnet_model: Option<PathBuf>,
     pub rtsp_port: u16,
     /// Credentials a client must give to play the restream; `None` = open.
     pub rtsp_auth: Option<Credentials>,

@@ -8,12 +8,19 @@ pub const DEFAULT_RTSP_PORT: u16 = 8554;
 pub const DEFAULT_WEB_PORT: u16 = 8099;
 pub const DEFAULT_API_PORT: u16 = 1984;
 pub const DEFAULT_CRY_THRESHOLD: f64 = 0.5;
+/// Quieter windows never count as crying (dBFS); chosen on the labelled clips (docs/detection.md).
+pub const DEFAULT_CRY_MIN_LEVEL: f64 = -70.0;
+/// Seconds without a cry before crying ends.
+pub const DEFAULT_CRY_HOLD: f64 = 10.0;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Top-level option keys, in the order the options form shows them.
 pub const TOP_KEYS: &[&str] = &[
     "cameras",
     "cry_threshold",
+    "cry_min_level",
+    "cry_hold",
+    "yamnet_model",
     "rtsp_port",
     "rtsp_username",
     "rtsp_password",
@@ -44,6 +51,9 @@ pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warning", "error"];
 pub struct RawOptions {
     pub cameras: Vec<RawCamera>,
     pub cry_threshold: f64,
+    pub cry_min_level: f64,
+    pub cry_hold: f64,
+    pub yamnet_model: Option<String>,
     pub rtsp_port: i64,
     pub rtsp_username: Option<String>,
     pub rtsp_password: Option<String>,
@@ -62,6 +72,9 @@ impl Default for RawOptions {
         Self {
             cameras: Vec::new(),
             cry_threshold: DEFAULT_CRY_THRESHOLD,
+            cry_min_level: DEFAULT_CRY_MIN_LEVEL,
+            cry_hold: DEFAULT_CRY_HOLD,
+            yamnet_model: None,
             rtsp_port: DEFAULT_RTSP_PORT.into(),
             rtsp_username: None,
             rtsp_password: None,

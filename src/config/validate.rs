@@ -15,6 +15,10 @@ use crate::secret::{Secret, redact_url};
 
 /// Longest camera name: entity ids and RTSP paths stay readable.
 const MAX_CAMERA_NAME: usize = 32;
+/// The quietest volume gate: below this a camera's own noise floor would count as a cry.
+const MIN_CRY_MIN_LEVEL: f64 = -100.0;
+/// The longest hold: beyond five minutes two cries are two episodes for any parent.
+const MAX_CRY_HOLD: f64 = 300.0;
 
 /// Parses YAML (a superset of JSON) or strict JSON into a value; an empty file is `{}`.
 pub(super) fn parse_text(text: &str, json: bool) -> Result<Value, ConfigError> {
@@ -265,6 +269,27 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         );
     }
 
+    let cry_min_level = check_range(
+        "cry_min_level",
+        raw.cry_min_level,
+        (MIN_CRY_MIN_LEVEL, 0.0),
+        "a level in dBFS from -100 (hear the faintest sound) to 0 (only the loudest)",
+        raw::DEFAULT_CRY_MIN_LEVEL,
+        &mut push,
+    );
+    let cry_hold = check_range(
+        "cry_hold",
+        raw.cry_hold,
+        (0.0, MAX_CRY_HOLD),
+        "a number of seconds from 0 to 300",
+        raw::DEFAULT_CRY_HOLD,
+        &mut push,
+    );
+    let yamnet_model = raw
+        .yamnet_model
+        .filter(|p| !p.trim().is_empty())
+        .map(std::path::PathBuf::from);
+
     let rtsp_port = check_port("rtsp_port", raw.rtsp_port, &mut push);
     let web_port = check_port("web_port", raw.web_port, &mut push);
     let api_port = check_port("api_port", raw.api_port, &mut push);
@@ -358,6 +383,9 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         },
         cameras,
         cry_threshold: raw.cry_threshold as f32,
+        cry_min_level: cry_min_level as f32,
+        cry_hold,
+        yamnet_model,
         rtsp_port,
         rtsp_auth,
         web_port,
@@ -443,6 +471,26 @@ pub fn check_rtsp_url(url: &str) -> Result<(), String> {
         return Err(format!("'{shown}' has spaces around it; remove them"));
     }
     Ok(())
+}
+
+/// `value` must lie in `range` (inclusive); else a problem saying what is allowed.
+fn check_range(
+    key: &str,
+    value: f64,
+    (low, high): (f64, f64),
+    allowed: &str,
+    default: f64,
+    push: &mut impl FnMut(String, String),
+) -> f64 {
+    if (low..=high).contains(&value) {
+        value
+    } else {
+        push(
+            key.into(),
+            format!("{value} is out of range; use {allowed} (default {default})"),
+        );
+        default
+    }
 }
 
 fn check_port(key: &str, value: i64, push: &mut impl FnMut(String, String)) -> u16 {
@@ -641,6 +689,15 @@ mod tests {
         check("api_port: 8554", "api_port", &["rtsp_port"]);
         check("cry_threshold: 1.5", "cry_threshold", &["0 to 1"]);
         check("cry_threshold: -0.1", "cry_threshold", &["0 to 1"]);
+        check(
+            "cry_min_level: 5",
+            "cry_min_level",
+            &["dBFS", "-100", "default -70"],
+        );
+        check("cry_min_level: -130", "cry_min_level", &["-100"]);
+        check("cry_hold: -1", "cry_hold", &["seconds", "0 to 300"]);
+        check("cry_hold: 1000", "cry_hold", &["0 to 300"]);
+        check("cry_hold: soon", "cry_hold", &["expected a number"]);
         check("log_level: loud", "log_level", &["debug", "info"]);
         check("rtsp_port: '8554x'", "rtsp_port", &["whole number"]);
         check("mqtt: {port: 1883}", "mqtt.host", &["mqtt.host"]);

@@ -22,9 +22,14 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod panel;
+
+use crate::audio::Detection;
 use crate::camera::{CameraHandle, Cameras};
 use crate::config::{Credentials, IpNet};
 use crate::live::{Live, LiveError};
+use crate::mqtt::MqttStatus;
+use crate::settings::Settings;
 
 pub use auth::ApiAuth;
 pub use names::StreamNames;
@@ -33,6 +38,10 @@ pub use names::StreamNames;
 #[derive(Clone)]
 pub struct WebState {
     pub cameras: Cameras,
+    /// `None` when cry detection could not start (no model or ONNX Runtime).
+    pub detection: Option<Detection>,
+    pub settings: Settings,
+    pub mqtt: tokio::sync::watch::Receiver<MqttStatus>,
     pub live: Live,
     /// Names registered with `PUT /api/streams`.
     pub names: StreamNames,
@@ -130,11 +139,13 @@ fn live_routes() -> Router<WebState> {
         .route("/api/webrtc", axum::routing::post(api::webrtc_post))
 }
 
-/// The panel's routes, behind the ingress guard. `/` is a minimal live page until the panel.
+/// The panel's routes, behind the ingress guard: the panel, the live endpoints, and `live`, a
+/// page with one camera's player (`live?src=<camera>[&mode=webrtc|mse]`).
 pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
     Router::new()
-        .route("/", get(live_page))
+        .route("/live", get(live_page))
         .route("/api/health", get(health))
+        .merge(panel::routes())
         .merge(live_routes())
         .with_state(state)
         .layer(middleware::from_fn_with_state(Allow(allow), guard))

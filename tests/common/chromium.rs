@@ -177,7 +177,11 @@ impl Chromium {
             }
             if Instant::now() > deadline {
                 let state = self
-                    .eval(page, "JSON.stringify(window.vigil || null)")
+                    .eval(
+                        page,
+                        "JSON.stringify({ page: location.href, ready: document.readyState, \
+                         vigil: window.vigil || null })",
+                    )
                     .await;
                 panic!("{expression} still {value} after {timeout:?}; page state: {state}");
             }

@@ -3,6 +3,11 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod fake_supervisor;
+pub mod home_assistant;
+pub mod mosquitto;
+pub mod mqtt_probe;
+pub mod mqtt_run;
 pub mod netns;
 
 use std::io::{BufRead, BufReader};
@@ -211,4 +216,45 @@ pub fn check_config(name: &str, text: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A minimal HTTP/1.1 GET on loopback; returns the whole response (status line, headers, body).
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body of a response from [`http_get`] (chunked transfer decoded).
+pub fn http_body(response: &str) -> String {
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return String::new();
+    };
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -1,0 +1,422 @@
+//! The last 24 hours of each camera's cry score, sound level and cry episodes, for the panel's
+//! timeline; kept bounded in memory and saved under the data directory so that a restart does
+//! not lose the night.
+//!
+//! Windows (every 0.48 s) are folded into 5-second buckets (the highest score and level in
+//! each), at most [`MAX_BUCKETS`] per camera (about 0.3 MiB), and at most [`MAX_EPISODES`]
+//! episodes. File I/O happens only in [`History::load`] and [`History::save`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The file under the data directory.
+pub const HISTORY_FILE: &str = "history.json";
+/// How long history is kept.
+pub const KEEP: Duration = Duration::from_secs(24 * 60 * 60);
+/// The width of one bucket.
+pub const BUCKET: Duration = Duration::from_secs(5);
+/// Buckets per camera: 24 h of 5 s.
+pub const MAX_BUCKETS: usize = (KEEP.as_secs() / BUCKET.as_secs()) as usize;
+/// Episodes per camera (a night of constant crying and settling stays far below this).
+pub const MAX_EPISODES: usize = 500;
+
+/// The file format's version; a file of another version is ignored.
+const FORMAT: u32 = 1;
+
+/// Five seconds of one camera: the highest score and level in them, and whether it cried.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Unix time of the bucket's start, in milliseconds (a multiple of 5000).
+    pub start_ms: u64,
+    pub score: f32,
+    pub level_dbfs: f32,
+    pub crying: bool,
+}
+
+/// One cry episode; `ended_ms` is `None` while it goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeRecord {
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub peak_score: f32,
+}
+
+/// One camera's history, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CameraHistory {
+    /// Seconds per bucket.
+    pub bucket_seconds: u64,
+    pub buckets: Vec<Bucket>,
+    pub episodes: Vec<EpisodeRecord>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Timeline {
+    buckets: VecDeque<Bucket>,
+    episodes: VecDeque<EpisodeRecord>,
+}
+
+/// Every camera's history.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    cameras: BTreeMap<String, Timeline>,
+}
+
+/// The file: buckets as `[start_ms, score, level, crying]` to keep it small.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    format: u32,
+    cameras: BTreeMap<String, StoredCamera>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCamera {
+    buckets: Vec<(u64, f32, f32, u8)>,
+    episodes: Vec<EpisodeRecord>,
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn keep_ms() -> u64 {
+    KEEP.as_millis() as u64
+}
+
+impl History {
+    /// Starts a history for `camera` if it has none.
+    pub fn add_camera(&mut self, camera: &str) {
+        self.cameras.entry(camera.to_string()).or_default();
+    }
+
+    /// Folds one window into its bucket.
+    pub fn record(&mut self, camera: &str, at: SystemTime, score: f32, level: f32, crying: bool) {
+        let timeline = self.cameras.entry(camera.to_string()).or_default();
+        let width = BUCKET.as_millis() as u64;
+        let start_ms = unix_ms(at) / width * width;
+        match timeline.buckets.back_mut() {
+            // The same bucket, or the clock went back (NTP at boot): fold into the last one.
+            Some(last) if start_ms <= last.start_ms => {
+                last.score = last.score.max(score);
+                last.level_dbfs = last.level_dbfs.max(level);
+                last.crying |= crying;
+            }
+            _ => timeline.buckets.push_back(Bucket {
+                start_ms,
+                score,
+                level_dbfs: level,
+                crying,
+            }),
+        }
+        timeline.prune(start_ms);
+    }
+
+    /// A cry began.
+    pub fn episode_started(&mut self, camera: &str, at: SystemTime, score: f32) {
+        let timeline = self.cameras.entry(camera.to_string()).or_default();
+        timeline.episodes.push_back(EpisodeRecord {
+            started_ms: unix_ms(at),
+            ended_ms: None,
+            peak_score: score,
+        });
+        timeline.prune(unix_ms(at));
+    }
+
+    /// A cry ended: closes the open episode (or records a whole one if none is open).
+    pub fn episode_ended(
+        &mut self,
+        camera: &str,
+        started: SystemTime,
+        ended: SystemTime,
+        peak_score: f32,
+    ) {
+        let timeline = self.cameras.entry(camera.to_string()).or_default();
+        match timeline.episodes.back_mut() {
+            Some(open) if open.ended_ms.is_none() => {
+                open.ended_ms = Some(unix_ms(ended).max(open.started_ms));
+                open.peak_score = open.peak_score.max(peak_score);
+            }
+            _ => timeline.episodes.push_back(EpisodeRecord {
+                started_ms: unix_ms(started),
+                ended_ms: Some(unix_ms(ended)),
+                peak_score,
+            }),
+        }
+    }
+
+    /// `camera`'s buckets and episodes from `since` on, or `None` for an unknown camera.
+    pub fn snapshot(&self, camera: &str, since: SystemTime) -> Option<CameraHistory> {
+        let timeline = self.cameras.get(camera)?;
+        let since = unix_ms(since);
+        let width = BUCKET.as_millis() as u64;
+        Some(CameraHistory {
+            bucket_seconds: BUCKET.as_secs(),
+            buckets: timeline
+                .buckets
+                .iter()
+                .filter(|b| b.start_ms + width > since)
+                .copied()
+                .collect(),
+            episodes: timeline
+                .episodes
+                .iter()
+                .filter(|e| e.ended_ms.is_none_or(|end| end >= since))
+                .copied()
+                .collect(),
+        })
+    }
+
+    /// The history as the file stores it.
+    pub fn to_json(&self) -> String {
+        let round = |x: f32, scale: f32| (x * scale).round() / scale;
+        let stored = Stored {
+            format: FORMAT,
+            cameras: self
+                .cameras
+                .iter()
+                .map(|(name, t)| {
+                    let buckets = t
+                        .buckets
+                        .iter()
+                        .map(|b| {
+                            (
+                                b.start_ms,
+                                round(b.score, 100.0),
+                                round(b.level_dbfs, 10.0),
+                                u8::from(b.crying),
+                            )
+                        })
+                        .collect();
+                    let episodes = t.episodes.iter().copied().collect();
+                    (name.clone(), StoredCamera { buckets, episodes })
+                })
+                .collect(),
+        };
+        serde_json::to_string(&stored).unwrap_or_else(|_| String::from("{}"))
+    }
+
+    /// Reads a saved history, keeping only `cameras` and what is newer than 24 h before `now`.
+    /// An episode left open by a crash is closed at its camera's last bucket.
+    pub fn from_json(text: &str, now: SystemTime, cameras: &[&str]) -> Result<History, String> {
+        let stored: Stored = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if stored.format != FORMAT {
+            return Err(format!("format {} (expected {FORMAT})", stored.format));
+        }
+        let oldest = unix_ms(now).saturating_sub(keep_ms());
+        let mut history = History::default();
+        for (name, camera) in stored.cameras {
+            if !cameras.contains(&name.as_str()) {
+                continue;
+            }
+            let mut buckets: Vec<Bucket> = camera
+                .buckets
+                .into_iter()
+                .filter(|b| b.0 >= oldest)
+                .map(|(start_ms, score, level_dbfs, crying)| Bucket {
+                    start_ms,
+                    score,
+                    level_dbfs,
+                    crying: crying != 0,
+                })
+                .collect();
+            buckets.sort_by_key(|b| b.start_ms);
+            let last_heard = buckets.last().map(|b| b.start_ms);
+            let mut timeline = Timeline {
+                buckets: buckets.into(),
+                episodes: camera.episodes.into_iter().collect(),
+            };
+            for e in timeline.episodes.iter_mut() {
+                if e.ended_ms.is_none() {
+                    e.ended_ms = Some(last_heard.unwrap_or(e.started_ms).max(e.started_ms));
+                }
+            }
+            timeline.prune(unix_ms(now));
+            history.cameras.insert(name, timeline);
+        }
+        Ok(history)
+    }
+
+    /// Loads `path`; a missing, unreadable or damaged file gives an empty history (logged).
+    pub fn load(path: &Path, now: SystemTime, cameras: &[&str]) -> History {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_json(&text, now, cameras).unwrap_or_else(|e| {
+                tracing::warn!("ignoring the cry history in {}: {e}", path.display());
+                History::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => History::default(),
+            Err(e) => {
+                tracing::warn!("cannot read the cry history {}: {e}", path.display());
+                History::default()
+            }
+        }
+    }
+
+    /// Writes `json` (from [`History::to_json`]) to `path`: to a temporary file first, then
+    /// renamed over the old one, so a crash mid-write never leaves half a file.
+    pub fn save(json: &str, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+impl Timeline {
+    /// Drops what is older than 24 h before `newest_ms`, and anything over the caps.
+    fn prune(&mut self, newest_ms: u64) {
+        let oldest = newest_ms.saturating_sub(keep_ms());
+        while self.buckets.front().is_some_and(|b| b.start_ms < oldest)
+            || self.buckets.len() > MAX_BUCKETS
+        {
+            self.buckets.pop_front();
+        }
+        while self
+            .episodes
+            .front()
+            .is_some_and(|e| e.ended_ms.is_some_and(|end| end < oldest))
+            || self.episodes.len() > MAX_EPISODES
+        {
+            self.episodes.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    fn ms(seconds: u64) -> u64 {
+        unix_ms(at(seconds))
+    }
+
+    #[test]
+    fn windows_fold_into_five_second_buckets() {
+        let mut h = History::default();
+        h.record("a", at(0), 0.1, -50.0, false);
+        h.record("a", at(2), 0.7, -60.0, true);
+        h.record("a", at(6), 0.2, -40.0, false);
+        // The clock stepped back: folded into the newest bucket, never out of order.
+        h.record("a", at(1), 0.3, -30.0, false);
+        let snap = h.snapshot("a", at(0)).unwrap();
+        assert_eq!(snap.bucket_seconds, 5);
+        assert_eq!(
+            snap.buckets,
+            vec![
+                Bucket {
+                    start_ms: ms(0),
+                    score: 0.7,
+                    level_dbfs: -50.0,
+                    crying: true
+                },
+                Bucket {
+                    start_ms: ms(5),
+                    score: 0.3,
+                    level_dbfs: -30.0,
+                    crying: false
+                },
+            ]
+        );
+        assert_eq!(h.snapshot("a", at(7)).unwrap().buckets.len(), 1);
+        assert_eq!(h.snapshot("zzz", at(0)), None);
+    }
+
+    #[test]
+    fn a_day_and_a_night_stay_within_the_bound() {
+        let mut h = History::default();
+        // 30 hours of windows every 0.48 s, and an episode every 10 minutes.
+        let windows = 30 * 3600 * 100 / 48;
+        for i in 0..windows {
+            let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + i * 480);
+            h.record("a", t, 0.1, -50.0, false);
+            if i % 1250 == 0 {
+                h.episode_started("a", t, 0.9);
+                h.episode_ended("a", t, t + Duration::from_secs(30), 0.9);
+            }
+        }
+        let snap = h.snapshot("a", UNIX_EPOCH).unwrap();
+        assert!(snap.buckets.len() <= MAX_BUCKETS, "{}", snap.buckets.len());
+        assert!(snap.buckets.len() >= MAX_BUCKETS - 1);
+        let span = snap.buckets.last().unwrap().start_ms - snap.buckets[0].start_ms;
+        assert!(span <= keep_ms());
+        // 24 h of one episode per 10 minutes.
+        assert!(
+            (143..=145).contains(&snap.episodes.len()),
+            "{}",
+            snap.episodes.len()
+        );
+        assert!(h.to_json().len() < 1_000_000, "{} bytes", h.to_json().len());
+    }
+
+    #[test]
+    fn episodes_open_and_close() {
+        let mut h = History::default();
+        h.episode_started("a", at(10), 0.6);
+        assert_eq!(h.snapshot("a", at(0)).unwrap().episodes[0].ended_ms, None);
+        h.episode_ended("a", at(10), at(40), 0.9);
+        let e = h.snapshot("a", at(0)).unwrap().episodes[0];
+        assert_eq!(
+            e,
+            EpisodeRecord {
+                started_ms: ms(10),
+                ended_ms: Some(ms(40)),
+                peak_score: 0.9
+            }
+        );
+        // Asking from after its end leaves it out.
+        assert!(h.snapshot("a", at(41)).unwrap().episodes.is_empty());
+    }
+
+    #[test]
+    fn saved_history_survives_a_restart() {
+        let mut h = History::default();
+        h.record("a", at(0), 0.123_456, -50.06, false);
+        h.record("a", at(100), 0.9, -20.0, true);
+        h.episode_started("a", at(100), 0.9);
+        h.record("gone", at(0), 0.5, -10.0, false);
+        let dir = std::env::temp_dir().join(format!("vigil-history-{}", fastrand::u64(..)));
+        let path = dir.join(HISTORY_FILE);
+        History::save(&h.to_json(), &path).unwrap();
+
+        // Restarted a minute later; the camera "gone" was removed from the options.
+        let again = History::load(&path, at(160), &["a"]);
+        let snap = again.snapshot("a", at(0)).unwrap();
+        assert_eq!(snap.buckets.len(), 2);
+        assert_eq!(snap.buckets[0].score, 0.12);
+        assert_eq!(snap.buckets[0].level_dbfs, -50.1);
+        // The episode open at the crash is closed at the last bucket heard.
+        assert_eq!(snap.episodes[0].ended_ms, Some(ms(100)));
+        assert_eq!(again.snapshot("gone", at(0)), None);
+
+        // A day later everything has expired.
+        let later = History::load(&path, at(100 + 25 * 3600), &["a"]);
+        assert_eq!(
+            later.snapshot("a", at(0)).unwrap(),
+            CameraHistory {
+                bucket_seconds: 5,
+                ..CameraHistory::default()
+            }
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_file_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("vigil-history-{}", fastrand::u64(..)));
+        let path = dir.join(HISTORY_FILE);
+        History::save("{\"format\": 1, \"cameras\": [", &path).unwrap();
+        let h = History::load(&path, at(0), &["a"]);
+        assert_eq!(h.snapshot("a", at(0)), None);
+        assert!(History::from_json("{\"format\": 9, \"cameras\": {}}", at(0), &["a"]).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,210 @@
+//! The panel in Home Assistant's sidebar: the page and its assets (embedded in the binary), and
+//! the two JSON endpoints it polls — every camera's state now, and one camera's timeline.
+//!
+//! Every URL the page uses is relative, so it works under the ingress prefix
+//! (`/api/hassio_ingress/<token>/`). Nothing here is loaded from the internet, and nothing here
+//! sees a camera's credentials: statuses are redacted where they are made.
+
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::WebState;
+use crate::audio::CryReading;
+use crate::camera::{CameraHandle, CameraStatus, ConsumerKind};
+use crate::mqtt::MqttStatus;
+
+/// The longest timeline the panel may ask for (the detector keeps 24 h).
+const MAX_HISTORY_HOURS: u64 = 24;
+
+/// The page, its assets and its JSON endpoints.
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{file}", get(asset))
+        .route("/api/panel/state", get(state))
+        .route("/api/panel/history", get(history))
+}
+
+const INDEX_HTML: &str = include_str!("ui/index.html");
+
+/// The files under `assets/`: name, content type, bytes.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/app.js"),
+    ),
+    (
+        "player.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/player.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("ui/style.css"),
+    ),
+    ("icon.png", "image/png", include_bytes!("../../icon.png")),
+];
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                // The binary's version is the assets' version; a new release reloads them.
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no asset named '{file}'\n")).into_response(),
+    }
+}
+
+/// Everything the panel shows, for all cameras.
+#[derive(Debug, Serialize)]
+pub struct PanelState {
+    pub version: &'static str,
+    pub mqtt: MqttView,
+    pub cameras: Vec<CameraView>,
+}
+
+/// The Home Assistant link in a word, with the detail for a tooltip.
+#[derive(Debug, Serialize)]
+pub struct MqttView {
+    /// `starting`, `off`, `connecting`, `connected` or `stopped`.
+    pub state: &'static str,
+    pub detail: Option<String>,
+}
+
+/// One camera as the panel shows it.
+#[derive(Debug, Serialize)]
+pub struct CameraView {
+    pub name: String,
+    pub status: CameraStatus,
+    /// Live viewers (RTSP, WebRTC, MSE and MP4), not snapshots.
+    pub viewers: usize,
+    pub detection: DetectionView,
+    /// The detector's latest reading; `None` while it has heard nothing from this camera.
+    pub cry: Option<CryReading>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DetectionView {
+    /// Switched on (in the options or from Home Assistant).
+    pub enabled: bool,
+    /// The model is loaded (false when the model or ONNX Runtime is missing).
+    pub available: bool,
+    pub cry_threshold: f32,
+}
+
+async fn state(State(web): State<WebState>) -> axum::Json<PanelState> {
+    let cameras = web.cameras.iter().map(|c| camera_view(&web, c)).collect();
+    axum::Json(PanelState {
+        version: env!("CARGO_PKG_VERSION"),
+        mqtt: mqtt_view(&web.mqtt.borrow()),
+        cameras,
+    })
+}
+
+fn camera_view(web: &WebState, camera: &CameraHandle) -> CameraView {
+    let settings = web.settings.camera(camera.name());
+    let viewers = camera
+        .consumers()
+        .iter()
+        .filter(|k| **k != ConsumerKind::Snapshot)
+        .count();
+    CameraView {
+        name: camera.name().to_string(),
+        status: camera.status(),
+        viewers,
+        detection: DetectionView {
+            enabled: settings.is_some_and(|s| s.detection),
+            available: web.detection.is_some(),
+            cry_threshold: settings.map_or(0.0, |s| s.cry_threshold),
+        },
+        cry: web
+            .detection
+            .as_ref()
+            .and_then(|d| d.reading(camera.name()))
+            .filter(|r| r.at != SystemTime::UNIX_EPOCH),
+    }
+}
+
+fn mqtt_view(status: &MqttStatus) -> MqttView {
+    match status {
+        MqttStatus::Starting => MqttView {
+            state: "starting",
+            detail: None,
+        },
+        MqttStatus::Off { reason } => MqttView {
+            state: "off",
+            detail: Some(reason.clone()),
+        },
+        MqttStatus::Connecting {
+            broker,
+            attempts,
+            last_error,
+        } => MqttView {
+            state: "connecting",
+            detail: Some(match last_error {
+                Some(e) => format!("{broker}: attempt {attempts}, {e}"),
+                None => broker.clone(),
+            }),
+        },
+        MqttStatus::Connected { broker } => MqttView {
+            state: "connected",
+            detail: Some(broker.clone()),
+        },
+        MqttStatus::Stopped => MqttView {
+            state: "stopped",
+            detail: None,
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    camera: String,
+    hours: Option<u64>,
+}
+
+async fn history(State(web): State<WebState>, Query(q): Query<HistoryQuery>) -> Response {
+    if web.cameras.get(&q.camera).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no camera named '{}'; cameras: {}\n",
+                q.camera,
+                web.cameras.names().join(", ")
+            ),
+        )
+            .into_response();
+    }
+    let hours = q.hours.unwrap_or(12).clamp(1, MAX_HISTORY_HOURS);
+    let since = SystemTime::now() - Duration::from_secs(hours * 3600);
+    let history = web
+        .detection
+        .as_ref()
+        .and_then(|d| d.history(&q.camera, since))
+        .unwrap_or_default();
+    axum::Json(history).into_response()
+}

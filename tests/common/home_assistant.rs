@@ -1,0 +1,400 @@
+//! A real Home Assistant core for end-to-end tests, run with the team's scripts in
+//! `../shared/ha` (start_ha.sh, onboard.py, setup_mqtt.py): its REST API, its states, a
+//! registered "phone" that receives notifications the way the companion app does (local push
+//! over the websocket), and a stop by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{TempDir, free_port, signal};
+
+/// The team's Home Assistant scripts.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ha")
+}
+
+fn venv() -> PathBuf {
+    match std::env::var_os("HA_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/vigil-ha/venv")
+        }
+    }
+}
+
+pub struct HomeAssistant {
+    pub url: String,
+    pub token: String,
+    pid: u32,
+    config: TempDir,
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl HomeAssistant {
+    /// Starts Home Assistant with `extra_yaml` appended to its configuration, after `prepare`
+    /// has put files into the config directory; onboards it and keeps a long-lived token.
+    /// `None` when the team's scripts are not beside the repository (then the caller skips).
+    pub fn start(extra_yaml: &str, prepare: impl FnOnce(&Path)) -> Option<Self> {
+        let scripts = scripts_dir();
+        if !scripts.join("start_ha.sh").exists() {
+            eprintln!(
+                "SKIPPED: no {} (the team's Home Assistant scripts)",
+                scripts.display()
+            );
+            return None;
+        }
+        let python = venv().join("bin/python");
+        assert!(
+            python.exists(),
+            "no Home Assistant venv at {}: run scripts/install-deps.sh",
+            venv().display()
+        );
+        let config = TempDir::new("ha");
+        prepare(config.path());
+        let extra = config.write("extra.yaml.in", extra_yaml);
+        let port = free_port();
+        let out = Command::new("bash")
+            .arg(scripts.join("start_ha.sh"))
+            .arg(config.path())
+            .env("HA_PORT", port.to_string())
+            .env("HA_VENV", venv())
+            .env("HA_EXTRA_YAML", &extra)
+            .output()
+            .expect("cannot run start_ha.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "start_ha.sh failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid = stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("pid="))
+            .and_then(|p| p.parse().ok())
+            .expect("start_ha.sh printed no pid");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut ha = Self {
+            url: url.clone(),
+            token: String::new(),
+            pid,
+            config,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            // No idle keep-alive connections: Home Assistant waits up to 10 s for open ones
+            // when it stops.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+        };
+        ha.token = ha.script(&python, "onboard.py", &["--url", &url]);
+        Some(ha)
+    }
+
+    /// Runs one of the team's Python scripts with the HA venv; returns its stdout.
+    fn script(&self, python: &Path, name: &str, args: &[&str]) -> String {
+        let out = Command::new(python)
+            .arg(scripts_dir().join(name))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+        assert!(
+            out.status.success(),
+            "{name} failed:\n{}\n--- HA log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Adds the MQTT integration for the broker on loopback `port`.
+    pub fn setup_mqtt(&self, port: u16, username: &str, password: &str) {
+        let python = venv().join("bin/python");
+        let port = port.to_string();
+        self.script(
+            &python,
+            "setup_mqtt.py",
+            &[
+                "--url",
+                &self.url,
+                "--token",
+                &self.token,
+                "--broker",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--username",
+                username,
+                "--password",
+                password,
+            ],
+        );
+    }
+
+    /// `GET /api/<path>` as JSON (`None` for 404).
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.runtime.block_on(async {
+            let response = self
+                .http
+                .get(format!("{}/api/{path}", self.url))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("Home Assistant does not answer");
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return None;
+            }
+            assert!(
+                response.status().is_success(),
+                "GET {path}: {}",
+                response.status()
+            );
+            Some(response.json().await.expect("not JSON"))
+        })
+    }
+
+    /// `POST /api/<path>` with a JSON body; panics on an HTTP error, with the answer.
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        self.runtime.block_on(async {
+            let response = self
+                .http
+                .post(format!("{}/api/{path}", self.url))
+                .bearer_auth(&self.token)
+                .json(&body)
+                .send()
+                .await
+                .expect("Home Assistant does not answer");
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            assert!(status.is_success(), "POST {path} {body}: {status} {text}");
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        })
+    }
+
+    /// Calls a service, as the frontend or an automation would.
+    pub fn call_service(&self, domain: &str, service: &str, data: Value) {
+        self.post(&format!("services/{domain}/{service}"), data);
+    }
+
+    /// Renders a template in Home Assistant.
+    pub fn template(&self, template: &str) -> String {
+        match self.post("template", json!({ "template": template })) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
+    }
+
+    /// An entity's state object, if it exists.
+    pub fn state(&self, entity_id: &str) -> Option<Value> {
+        self.get(&format!("states/{entity_id}"))
+    }
+
+    /// Waits until `entity_id`'s state is `want`; panics with the last state after `timeout`.
+    pub fn wait_state(&self, entity_id: &str, want: &str, timeout: Duration) -> Value {
+        self.wait_state_by(entity_id, want, timeout, |state| state == want)
+    }
+
+    /// Waits until `entity_id`'s state is the number `want` (`50` and `50.0` are the same).
+    pub fn wait_number(&self, entity_id: &str, want: f64, timeout: Duration) -> Value {
+        self.wait_state_by(entity_id, &want.to_string(), timeout, |state| {
+            state.parse::<f64>().is_ok_and(|v| (v - want).abs() < 1e-9)
+        })
+    }
+
+    fn wait_state_by(
+        &self,
+        entity_id: &str,
+        want: &str,
+        timeout: Duration,
+        test: impl Fn(&str) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.state(entity_id);
+            if let Some(state) = &now
+                && state["state"].as_str().is_some_and(&test)
+            {
+                return state.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{entity_id} never became {want:?} within {timeout:?}; last: {now:#?}\n--- HA log tail ---\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Home Assistant's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.path().join("home-assistant.log")).unwrap_or_default()
+    }
+
+    /// Registers a phone the way the companion app does (`POST /api/mobile_app/registrations`)
+    /// and opens its local push channel; returns its device id and a receiver of the
+    /// notifications Home Assistant pushes to it.
+    pub fn register_phone(&self, name: &str) -> Phone {
+        let registration = self.post(
+            "mobile_app/registrations",
+            json!({
+                "device_id": format!("vigil-test-{}", fastrand::u32(..)),
+                "app_id": "io.homeassistant.companion.android",
+                "app_name": "Home Assistant",
+                "app_version": "2025.4.0",
+                "device_name": name,
+                "manufacturer": "Vigil",
+                "model": "Test phone",
+                "os_name": "Android",
+                "os_version": "14",
+                "supports_encryption": false,
+                "app_data": {"push_websocket_channel": true},
+            }),
+        );
+        let webhook_id = registration["webhook_id"]
+            .as_str()
+            .expect("no webhook_id")
+            .to_string();
+        let device_id = self.template(&format!("{{{{ device_id('{name}') }}}}"));
+        assert!(
+            !device_id.is_empty() && device_id != "None",
+            "no device for {name}"
+        );
+        let (sender, notifications) = std::sync::mpsc::channel();
+        let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+        let (hang_up_tx, mut hang_up) = tokio::sync::oneshot::channel::<()>();
+        let ws_url = format!("{}/api/websocket", self.url.replace("http://", "ws://"));
+        let token = self.token.clone();
+        let webhook = webhook_id.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+                    .await
+                    .expect("websocket");
+                let first = loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(text))) => {
+                            break serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+                        }
+                        Some(Ok(_)) => continue,
+                        _ => panic!("the websocket closed before auth"),
+                    }
+                };
+                assert_eq!(first["type"], "auth_required");
+                let send = |v: Value| Message::Text(v.to_string().into());
+                ws.send(send(json!({"type": "auth", "access_token": token})))
+                    .await
+                    .unwrap();
+                ws.send(send(json!({
+                    "id": 1,
+                    "type": "mobile_app/push_notification_channel",
+                    "webhook_id": webhook,
+                    "support_confirm": false,
+                })))
+                .await
+                .unwrap();
+                loop {
+                    let message = tokio::select! {
+                        message = ws.next() => message,
+                        _ = &mut hang_up => {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
+                    };
+                    let Some(Ok(message)) = message else { return };
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
+                    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    match value["type"].as_str() {
+                        Some("result") if value["id"] == 1 => {
+                            let _ = subscribed_tx.send(value["success"] == true);
+                        }
+                        // The test dropped the receiver: done.
+                        Some("event")
+                            if value["id"] == 1 && sender.send(value["event"].clone()).is_err() =>
+                        {
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        });
+        assert_eq!(
+            subscribed.recv_timeout(Duration::from_secs(10)),
+            Ok(true),
+            "the push channel was not opened"
+        );
+        Phone {
+            device_id,
+            webhook_id,
+            notifications,
+            hang_up: Some(hang_up_tx),
+        }
+    }
+
+    /// Stops Home Assistant by its PID (SIGTERM, then SIGKILL after 10 s).
+    fn stop(&mut self) {
+        // Not gone, and not a zombie (whoever adopted it may never reap it).
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|s| !s.trim_start().starts_with('Z'))
+            })
+        };
+        if !alive(self.pid) {
+            return;
+        }
+        signal(self.pid, "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(self.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(self.pid) {
+            signal(self.pid, "KILL");
+        }
+    }
+}
+
+impl Drop for HomeAssistant {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A phone registered with the companion app's API.
+pub struct Phone {
+    pub device_id: String,
+    pub webhook_id: String,
+    /// Each notification Home Assistant pushes: `{message, title, data, …}`.
+    pub notifications: std::sync::mpsc::Receiver<Value>,
+    hang_up: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Phone {
+    /// Closes the websocket (Home Assistant waits for open connections when it stops).
+    fn drop(&mut self) {
+        if let Some(hang_up) = self.hang_up.take() {
+            let _ = hang_up.send(());
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
