@@ -526,3 +526,21 @@ fn a_camera_serves_at_most_sixteen_live_viewers() {
         assert_eq!(reply["type"], "mse", "{reply}");
     });
 }
+
+#[test]
+fn vigil_stops_cleanly_with_viewers_connected() {
+    let mut running = start("");
+    let api = running.api;
+    let runtime = runtime();
+    let (_mse, _mp4) = runtime.block_on(async {
+        let mut mse = ws(api, "demo").await;
+        send(&mut mse, json!({"type": "mse", "value": ""})).await;
+        assert_eq!(next_json(&mut mse).await.unwrap()["type"], "mse");
+        let mut mp4 = get(&format!("http://127.0.0.1:{api}/api/stream.mp4?src=demo")).await;
+        assert!(mp4.chunk().await.unwrap().is_some());
+        (mse, mp4)
+    });
+    let (status, took) = running.vigil.terminate();
+    assert!(status.success(), "exit {status}");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+}
