@@ -87,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     // --- Live view (WebRTC, MSE, snapshots) on both HTTP servers.
+    tracker.spawn_blocking(crate::live::prewarm);
     let live = Live::new(
         LiveOptions {
             ice_servers: config.webrtc_ice_servers.clone(),

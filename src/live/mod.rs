@@ -158,6 +158,37 @@ impl Live {
     }
 }
 
+/// Loads the GStreamer plugins viewers use and makes the DTLS certificate every WebRTC viewer
+/// shares, so that the first viewer after a start does not wait for them (the certificate's
+/// RSA key alone takes a noticeable part of a second on a small machine). Blocking: call it on a
+/// blocking thread.
+pub fn prewarm() {
+    let started = std::time::Instant::now();
+    for factory in [
+        "webrtcbin",
+        "dtlsdec",
+        "dtlsenc",
+        "srtpenc",
+        "nicesink",
+        "rtph264pay",
+        "rtpopuspay",
+        "opusenc",
+        "avenc_aac",
+        "mp4mux",
+        "h264parse",
+        "avdec_h264",
+        "jpegenc",
+    ] {
+        if gst::ElementFactory::make(factory).build().is_err() {
+            tracing::warn!("GStreamer element '{factory}' is missing: live view will fail");
+        }
+    }
+    tracing::debug!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "live view prewarmed"
+    );
+}
+
 /// A held viewer slot; dropping it frees the slot.
 #[derive(Debug)]
 pub struct ViewerSlot(#[allow(dead_code)] OwnedSemaphorePermit);

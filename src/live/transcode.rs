@@ -21,25 +21,51 @@ use super::pipeline::OwnedPipeline;
 use super::{AudioCodec, LiveError};
 use crate::camera::{CameraHandle, ConsumerKind, Frame, MediaEvent, Track};
 
-/// Frames a subscriber may have queued (20 ms each for Opus: two seconds).
+/// Frames a subscriber may have queued (a few seconds).
 const SUBSCRIBER_QUEUE: usize = 100;
 
-/// What a transcoder makes: mono at 48 kHz, plenty for a room microphone.
+/// What a transcoder makes: mono, at the camera's own sample rate where the codec has it (no
+/// resampling for an 8 kHz camera), plenty for a room microphone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// For WebRTC, at 32 kbit/s.
+    /// For WebRTC: 60 ms frames (a third of the packets of 20 ms ones, which is most of what a
+    /// viewer's audio costs), 24 kbit/s.
     Opus,
-    /// AAC-LC for MP4, at 48 kbit/s (GStreamer 1.22's mp4mux writes an Opus `dOps` box in the
+    /// AAC-LC for MP4, 32 kbit/s (GStreamer 1.22's mp4mux writes an Opus `dOps` box in the
     /// wrong byte order, which browsers reject, so MP4 audio is AAC).
     Aac,
 }
 
 impl Target {
-    fn encoder(self) -> (&'static str, i32) {
-        match self {
-            Target::Opus => ("opusenc", 32_000),
-            Target::Aac => ("avenc_aac", 48_000),
-        }
+    /// The encoder with its settings.
+    fn encoder(self, pipeline: &OwnedPipeline, name: &str) -> Result<gst::Element, LiveError> {
+        let encoder = match self {
+            Target::Opus => {
+                let encoder = pipeline.add("opusenc", name)?;
+                encoder.set_property("bitrate", 24_000i32);
+                encoder.set_property_from_str("frame-size", "60");
+                // Half of the default's effort; for a room microphone no one hears the difference.
+                encoder.set_property("complexity", 5i32);
+                encoder
+            }
+            Target::Aac => {
+                let encoder = pipeline.add("avenc_aac", name)?;
+                encoder.set_property_from_str("bitrate", "32000");
+                encoder
+            }
+        };
+        Ok(encoder)
+    }
+
+    /// The sample rate to encode a camera's `rate` at: the lowest the codec supports that
+    /// keeps all of it.
+    pub fn rate_for(self, rate: i32) -> i32 {
+        let rates: &[i32] = match self {
+            Target::Opus => &[8_000, 12_000, 16_000, 24_000, 48_000],
+            // Browsers' MP4 players are happiest from 16 kHz up.
+            Target::Aac => &[16_000, 22_050, 24_000, 32_000, 44_100, 48_000],
+        };
+        rates.iter().copied().find(|r| *r >= rate).unwrap_or(48_000)
     }
 }
 
@@ -265,18 +291,19 @@ impl Transcoder {
         chain.push(pipeline.add("audioconvert", &format!("{name}-convert"))?);
         chain.push(pipeline.add("audioresample", &format!("{name}-resample"))?);
         let raw = pipeline.add("capsfilter", &format!("{name}-raw"))?;
+        let camera_rate = caps
+            .structure(0)
+            .and_then(|s| s.get::<i32>("rate").ok())
+            .unwrap_or(48_000);
         raw.set_property(
             "caps",
             gst::Caps::builder("audio/x-raw")
-                .field("rate", 48_000i32)
+                .field("rate", target.rate_for(camera_rate))
                 .field("channels", 1i32)
                 .build(),
         );
         chain.push(raw);
-        let (factory, bitrate) = target.encoder();
-        let encoder = pipeline.add(factory, &format!("{name}-enc"))?;
-        encoder.set_property_from_str("bitrate", &bitrate.to_string());
-        chain.push(encoder);
+        chain.push(target.encoder(&pipeline, &format!("{name}-enc"))?);
         let sink = gst_app::AppSink::builder()
             .name(format!("{name}-sink"))
             .sync(false)
@@ -334,5 +361,20 @@ impl Transcoder {
             writable.set_flags(gst::BufferFlags::DISCONT);
         }
         let _ = self.src.push_buffer(buffer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_rates_keep_the_camera_s_own() {
+        assert_eq!(Target::Opus.rate_for(8_000), 8_000);
+        assert_eq!(Target::Opus.rate_for(11_025), 12_000);
+        assert_eq!(Target::Opus.rate_for(44_100), 48_000);
+        assert_eq!(Target::Opus.rate_for(96_000), 48_000);
+        assert_eq!(Target::Aac.rate_for(8_000), 16_000);
+        assert_eq!(Target::Aac.rate_for(44_100), 44_100);
     }
 }

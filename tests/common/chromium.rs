@@ -29,6 +29,7 @@ pub struct Chromium {
 #[derive(Debug, Clone)]
 pub struct Page {
     session: String,
+    target: String,
 }
 
 impl Chromium {
@@ -141,7 +142,18 @@ impl Chromium {
             .await;
         Page {
             session: attached["sessionId"].as_str().unwrap().to_string(),
+            target: target["targetId"].as_str().unwrap().to_string(),
         }
+    }
+
+    /// Closes a tab (its peer connections and sockets close with it).
+    pub async fn close(&mut self, page: Page) {
+        self.call(
+            None,
+            "Target.closeTarget",
+            json!({ "targetId": page.target }),
+        )
+        .await;
     }
 
     /// Evaluates `expression` in `page` (awaiting a promise) and returns its value.

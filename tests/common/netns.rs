@@ -20,19 +20,31 @@ ip link set vigil0 up
 ip route add default via 10.99.0.2 dev vigil0
 exec \"$@\"";
 
+/// True when this process runs inside the namespace.
+pub fn inside() -> bool {
+    std::env::var_os(INSIDE).is_some()
+}
+
+/// Runs this executable again with `args`, inside a new namespace.
+pub fn rerun_inside(args: &[&str]) -> Command {
+    let exe = std::env::current_exe().expect("no executable");
+    let mut command = Command::new("unshare");
+    command
+        .args(["--net", "sh", "-c", SETUP, "sh"])
+        .arg(exe)
+        .args(args)
+        .env(INSIDE, "1");
+    command
+}
+
 /// True inside the namespace: run the test's body. Outside, re-runs this test (`name`, its
 /// full path in the test binary) inside a new namespace, fails if it failed there, and returns
 /// false.
 pub fn enter(name: &str) -> bool {
-    if std::env::var_os(INSIDE).is_some() {
+    if inside() {
         return true;
     }
-    let exe = std::env::current_exe().expect("no test executable");
-    let output = Command::new("unshare")
-        .args(["--net", "sh", "-c", SETUP, "sh"])
-        .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
+    let output = rerun_inside(&[name, "--exact", "--nocapture", "--test-threads=1"])
         .output()
         .expect("cannot run unshare (util-linux)");
     let text = format!(
