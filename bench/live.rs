@@ -1,9 +1,8 @@
 //! Live-view benchmarks (BENCHMARKS.md, "Live view"): WebRTC and MSE first frame in headless
-//! Chromium, snapshot latency (over HTTP with the demo camera, and in-process for a 1080p
-//! keyframe), and the CPU one WebRTC viewer costs.
+//! Chromium with the demo camera, and snapshot latency (over HTTP with the demo camera, and
+//! in-process for a 1080p keyframe). What viewers cost in CPU is `bench/live_cpu.rs`.
 //!
-//!     cargo bench --bench live              (about 4 minutes)
-//!     cargo bench --bench live -- --quick   (20 s CPU phases instead of 60 s)
+//!     cargo bench --bench live              (about a minute)
 //!
 //! Runs itself again inside a private network namespace (WebRTC gathers candidates on every
 //! interface), as the browser tests do; needs root.
@@ -19,19 +18,7 @@ use common::{Vigil, free_port, netns};
 use gst::prelude::*;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if !netns::inside() {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let status = netns::rerun_inside(&args)
-            .status()
-            .expect("cannot run unshare (needs root)");
-        std::process::exit(status.code().unwrap_or(1));
-    }
-    let quick = args.iter().any(|a| a == "--quick");
-    let cpu_phase = Duration::from_secs(if quick { 20 } else { 60 });
+    netns::enter_main();
 
     snapshot_1080p_in_process();
 
@@ -48,7 +35,6 @@ fn main() {
         for mode in ["webrtc", "mse"] {
             first_frames(&mut chromium, web, mode, 11).await;
         }
-        cpu_per_viewer(&mut chromium, web, vigil.pid(), cpu_phase).await;
     });
     vigil.terminate();
 }
@@ -72,17 +58,10 @@ fn summary(label: &str, mut values: Vec<f64>, unit: &str) {
 async fn first_frames(chromium: &mut Chromium, web: u16, mode: &str, runs: usize) {
     let mut times = Vec::new();
     for _ in 0..runs {
-        let page = chromium
-            .open(&format!("http://127.0.0.1:{web}/live?src=demo&mode={mode}"))
+        let (page, first) = chromium
+            .open_playing(&format!("http://127.0.0.1:{web}/live?src=demo&mode={mode}"))
             .await;
-        let first = chromium
-            .wait_for(
-                &page,
-                "window.vigil && vigil.firstFrameMs",
-                Duration::from_secs(30),
-            )
-            .await;
-        times.push(first.as_f64().unwrap());
+        times.push(first);
         chromium.close(page).await;
         // Let the viewer end before the next one.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -178,63 +157,4 @@ fn encode_1080p_keyframe() -> (gst::Caps, gst::Buffer) {
         sample.caps().unwrap().to_owned(),
         sample.buffer_owned().unwrap(),
     )
-}
-
-/// CPU seconds `pid` used so far (user + system).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-async fn cpu_per_minute(pid: u32, phase: Duration) -> f64 {
-    let (start, t0) = (cpu_seconds(pid), Instant::now());
-    tokio::time::sleep(phase).await;
-    (cpu_seconds(pid) - start) * 60.0 / t0.elapsed().as_secs_f64()
-}
-
-async fn cpu_per_viewer(chromium: &mut Chromium, web: u16, pid: u32, phase: Duration) {
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = cpu_per_minute(pid, phase).await;
-    println!("vigil CPU, demo camera, no viewer: {idle:.2} CPU-s/min");
-    let mut pages = Vec::new();
-    for viewers in [1usize, 4] {
-        while pages.len() < viewers {
-            let page = chromium
-                .open(&format!("http://127.0.0.1:{web}/live?src=demo&mode=webrtc"))
-                .await;
-            chromium
-                .wait_for(
-                    &page,
-                    "window.vigil && vigil.firstFrameMs",
-                    Duration::from_secs(30),
-                )
-                .await;
-            pages.push(page);
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let busy = cpu_per_minute(pid, phase).await;
-        println!(
-            "vigil CPU with {viewers} WebRTC viewer(s): {busy:.2} CPU-s/min, {:.2} CPU-s/min per viewer over idle",
-            (busy - idle) / viewers as f64
-        );
-    }
-    for page in pages {
-        chromium.close(page).await;
-    }
 }

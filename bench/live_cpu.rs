@@ -24,17 +24,8 @@ use vigil::camera::{CameraHandle, CameraStatus, Cameras, Hub, Track, sink::Sessi
 const RECORDING_SECONDS: u32 = 20;
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if !netns::inside() {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let status = netns::rerun_inside(&args)
-            .status()
-            .expect("cannot run unshare (needs root)");
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    netns::enter_main();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let phase = Duration::from_secs(if args.iter().any(|a| a == "--quick") {
         20
     } else {
@@ -61,15 +52,8 @@ fn main() {
         let mut pages = Vec::new();
         for viewers in [1usize, 4] {
             while pages.len() < viewers {
-                let page = chromium
-                    .open(&format!("http://127.0.0.1:{web}/live?src=cam&mode=webrtc"))
-                    .await;
-                chromium
-                    .wait_for(
-                        &page,
-                        "window.vigil && vigil.firstFrameMs",
-                        Duration::from_secs(30),
-                    )
+                let (page, _) = chromium
+                    .open_playing(&format!("http://127.0.0.1:{web}/live?src=cam&mode=webrtc"))
                     .await;
                 pages.push(page);
             }

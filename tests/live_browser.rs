@@ -49,9 +49,9 @@ fn start_vigil() -> (LogOnFailure, u16) {
     (LogOnFailure(vigil), web_port)
 }
 
-async fn open(chromium: &mut Chromium, web_port: u16, mode: &str) -> Page {
+async fn open(chromium: &mut Chromium, web_port: u16, mode: &str) -> (Page, f64) {
     chromium
-        .open(&format!(
+        .open_playing(&format!(
             "http://127.0.0.1:{web_port}/live?src=demo&mode={mode}"
         ))
         .await
@@ -66,10 +66,7 @@ fn webrtc_plays_in_chromium_with_opus_audio() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut chromium = Chromium::launch().await;
-        let page = open(&mut chromium, web_port, "webrtc").await;
-        let first = chromium
-            .wait_for(&page, "window.vigil && vigil.firstFrameMs", Duration::from_secs(30))
-            .await;
+        let (page, first) = open(&mut chromium, web_port, "webrtc").await;
         let playing = format!(
             "(async () => {{ const s = await {WEBRTC_STATS}; \
              return s && s.video && s.audio && s.video.framesDecoded > 10 && s.audio.packetsReceived > 10 ? s : null; }})()"
@@ -118,14 +115,7 @@ fn mse_plays_in_chromium_with_aac_audio() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut chromium = Chromium::launch().await;
-        let page = open(&mut chromium, web_port, "mse").await;
-        let first = chromium
-            .wait_for(
-                &page,
-                "window.vigil && vigil.firstFrameMs",
-                Duration::from_secs(30),
-            )
-            .await;
+        let (page, first) = open(&mut chromium, web_port, "mse").await;
         let t1 = chromium
             .wait_for(
                 &page,

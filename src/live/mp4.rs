@@ -256,11 +256,7 @@ fn build(
     let pipeline = OwnedPipeline::new(&format!("{camera}-mp4"), "MP4");
     let add_src = |name: &str, caps: &gst::Caps| {
         let src = feed::appsrc(name, caps);
-        pipeline
-            .get()
-            .add(&src)
-            .map(|_| src)
-            .map_err(|e| pipeline.error(e.to_string()))
+        pipeline.adopt(&src).map(|_| src)
     };
     let video_caps = info.video.clone().unwrap_or_else(gst::Caps::new_empty);
     let video_src = add_src(&format!("{camera}-mp4-video"), &video_caps)?;
@@ -272,14 +268,7 @@ fn build(
     let mux = pipeline.add("mp4mux", &format!("{camera}-mp4-mux"))?;
     mux.set_property("fragment-duration", FRAGMENT_MS);
     mux.set_property("streamable", true);
-    let sink = gst_app::AppSink::builder()
-        .name(format!("{camera}-mp4-sink"))
-        .sync(false)
-        .build();
-    pipeline
-        .get()
-        .add(&sink)
-        .map_err(|e| pipeline.error(e.to_string()))?;
+    let sink = pipeline.add_appsink(&format!("{camera}-mp4-sink"))?;
     pipeline.link(&[video_src.upcast_ref(), &video_parse])?;
     link_to_mux(&pipeline, &video_parse, &mux, "video_%u")?;
 

@@ -37,6 +37,20 @@ impl OwnedPipeline {
         Ok(element)
     }
 
+    /// Adds an element built elsewhere (an appsrc with its settings).
+    pub fn adopt(&self, element: &impl IsA<gst::Element>) -> Result<(), LiveError> {
+        self.pipeline
+            .add(element)
+            .map_err(|e| self.error(format!("cannot add {}: {e}", element.as_ref().name())))
+    }
+
+    /// Adds an appsink that hands samples over as they come (no clock sync).
+    pub fn add_appsink(&self, name: &str) -> Result<gst_app::AppSink, LiveError> {
+        let sink = gst_app::AppSink::builder().name(name).sync(false).build();
+        self.adopt(&sink)?;
+        Ok(sink)
+    }
+
     /// Links `elements` in a chain.
     pub fn link(&self, elements: &[&gst::Element]) -> Result<(), LiveError> {
         gst::Element::link_many(elements.iter().copied())

@@ -183,10 +183,7 @@ fn decode(
         .caps(caps)
         .format(gst::Format::Time)
         .build();
-    pipeline
-        .get()
-        .add(&src)
-        .map_err(|e| pipeline.error(e.to_string()))?;
+    pipeline.adopt(&src)?;
     let parse = pipeline.add(parser, &format!("{camera}-snapshot-parse"))?;
     let decode = pipeline.add(decoder, &format!("{camera}-snapshot-decode"))?;
     let convert = pipeline.add("videoconvert", &format!("{camera}-snapshot-convert"))?;
@@ -201,14 +198,7 @@ fn decode(
             .build(),
     );
     let encode = pipeline.add("jpegenc", &format!("{camera}-snapshot-jpeg"))?;
-    let sink = gst_app::AppSink::builder()
-        .name(format!("{camera}-snapshot-sink"))
-        .sync(false)
-        .build();
-    pipeline
-        .get()
-        .add(&sink)
-        .map_err(|e| pipeline.error(e.to_string()))?;
+    let sink = pipeline.add_appsink(&format!("{camera}-snapshot-sink"))?;
     pipeline.link(&[
         src.upcast_ref(),
         &parse,

@@ -280,10 +280,7 @@ impl Transcoder {
         };
         let pipeline = OwnedPipeline::new(&name, "audio transcoder");
         let src = feed::appsrc(&format!("{name}-src"), caps);
-        pipeline
-            .get()
-            .add(&src)
-            .map_err(|e| pipeline.error(e.to_string()))?;
+        pipeline.adopt(&src)?;
         let mut chain = vec![src.clone().upcast::<gst::Element>()];
         for (i, factory) in decoders.iter().enumerate() {
             chain.push(pipeline.add(factory, &format!("{name}-dec{i}"))?);
@@ -304,14 +301,7 @@ impl Transcoder {
         );
         chain.push(raw);
         chain.push(target.encoder(&pipeline, &format!("{name}-enc"))?);
-        let sink = gst_app::AppSink::builder()
-            .name(format!("{name}-sink"))
-            .sync(false)
-            .build();
-        pipeline
-            .get()
-            .add(&sink)
-            .map_err(|e| pipeline.error(e.to_string()))?;
+        let sink = pipeline.add_appsink(&format!("{name}-sink"))?;
         chain.push(sink.clone().upcast());
         pipeline.link(&chain.iter().collect::<Vec<_>>())?;
         sink.set_callbacks(

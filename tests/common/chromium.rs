@@ -146,6 +146,20 @@ impl Chromium {
         }
     }
 
+    /// Opens Vigil's `live` page at `url` and waits until it shows a first picture; returns
+    /// the page and how long that took in the page (ms from its start).
+    pub async fn open_playing(&mut self, url: &str) -> (Page, f64) {
+        let page = self.open(url).await;
+        let first = self
+            .wait_for(
+                &page,
+                "window.vigil && vigil.firstFrameMs",
+                Duration::from_secs(30),
+            )
+            .await;
+        (page, first.as_f64().unwrap_or_default())
+    }
+
     /// Closes a tab (its peer connections and sockets close with it).
     pub async fn close(&mut self, page: Page) {
         self.call(

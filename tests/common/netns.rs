@@ -37,6 +37,20 @@ pub fn rerun_inside(args: &[&str]) -> Command {
     command
 }
 
+/// For a program's `main` (a benchmark): returns inside the namespace; outside, runs the
+/// program again inside one with the same arguments and exits with its status.
+pub fn enter_main() {
+    if inside() {
+        return;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let status = rerun_inside(&args)
+        .status()
+        .expect("cannot run unshare (needs root)");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 /// True inside the namespace: run the test's body. Outside, re-runs this test (`name`, its
 /// full path in the test binary) inside a new namespace, fails if it failed there, and returns
 /// false.

@@ -94,10 +94,7 @@ impl Session {
         video_pay.set_property("pt", plan.video.payload);
         video_pay.set_property("config-interval", -1i32);
         video_pay.set_property_from_str("aggregate-mode", "zero-latency");
-        pipeline
-            .get()
-            .add(&video_src)
-            .map_err(|e| pipeline.error(e.to_string()))?;
+        pipeline.adopt(&video_src)?;
         pipeline.link(&[video_src.upcast_ref(), &video_pay])?;
 
         let audio_src = match &plan.audio {
@@ -113,10 +110,7 @@ impl Session {
                 let parse = pipeline.add("opusparse", &format!("{name}-aparse"))?;
                 let pay = pipeline.add("rtpopuspay", &format!("{name}-apay"))?;
                 pay.set_property("pt", choice.payload);
-                pipeline
-                    .get()
-                    .add(&src)
-                    .map_err(|e| pipeline.error(e.to_string()))?;
+                pipeline.adopt(&src)?;
                 pipeline.link(&[src.upcast_ref(), &parse, &pay])?;
                 Some((src, pay))
             }
