@@ -7,28 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::chromium::Chromium;
+use common::chromium::{self, Chromium};
 use common::home_assistant::HomeAssistant;
 use common::{Vigil, free_port, netns};
 use serde_json::Value;
-
-/// Makes a recvonly offer in the page and returns it once ICE gathering is done, so that it
-/// carries the browser's candidates (HA's one-shot script sends none on its own).
-const MAKE_OFFER: &str = r#"(async () => {
-  const pc = window.pc = new RTCPeerConnection({ iceServers: [] });
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  pc.addTransceiver('audio', { direction: 'recvonly' });
-  window.video = document.createElement('video');
-  video.muted = true; video.autoplay = true; document.body.appendChild(video);
-  pc.ontrack = e => { video.srcObject = video.srcObject || new MediaStream(); video.srcObject.addTrack(e.track); };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise(done => {
-    if (pc.iceGatheringState === 'complete') return done();
-    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && done();
-    setTimeout(done, 3000);
-  });
-  return pc.localDescription.sdp;
-})()"#;
 
 /// An RTSP server on `port` serving `/demo`, for HA's Generic Camera flow while Vigil has no
 /// restream of its own on that port yet (the camera module brings it). Returns `None` when
@@ -86,7 +68,7 @@ fn home_assistant_uses_vigil_as_its_go2rtc_server() {
     runtime.block_on(async {
         let mut chromium = Chromium::launch().await;
         let page = chromium.open("about:blank").await;
-        let offer = chromium.eval(&page, MAKE_OFFER).await;
+        let offer = chromium.eval(&page, chromium::RECVONLY_OFFER).await;
         let offer = offer.as_str().expect("no offer").to_string();
 
         let events = ha.webrtc_offer(&camera, &offer);
@@ -122,9 +104,7 @@ fn home_assistant_uses_vigil_as_its_go2rtc_server() {
         let decoded = chromium
             .wait_for(
                 &page,
-                "(async () => { let n = 0; (await pc.getStats()).forEach(s => { \
-                 if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded || 0; }); \
-                 return n > 5 ? n : 0; })()",
+                chromium::FRAMES_DECODED,
                 Duration::from_secs(30),
             )
             .await;

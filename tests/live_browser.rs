@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chromium::{Chromium, Page};
+use common::chromium::{self, Chromium, Page};
 use common::{Vigil, free_port, netns};
 use serde_json::Value;
 
@@ -150,4 +150,74 @@ fn mse_plays_in_chromium_with_aac_audio() {
         println!("MSE first frame after {first} ms; {media}");
     });
     drop(vigil);
+}
+
+#[test]
+fn an_offer_posted_to_api_webrtc_gets_a_complete_answer_that_plays() {
+    if !netns::enter("an_offer_posted_to_api_webrtc_gets_a_complete_answer_that_plays") {
+        return;
+    }
+    let (vigil, web_port) = start_vigil();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut chromium = Chromium::launch().await;
+        let page = chromium.open("about:blank").await;
+        let offer = chromium.eval(&page, chromium::RECVONLY_OFFER).await;
+        let offer = offer.as_str().unwrap().to_string();
+        let url = format!("http://127.0.0.1:{web_port}/api/webrtc?src=demo");
+        let client = reqwest::Client::new();
+
+        // WHEP: SDP in, 201 and SDP out.
+        let whep = client
+            .post(&url)
+            .header("content-type", "application/sdp")
+            .body(offer.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(whep.status(), 201);
+        assert_eq!(whep.headers()["content-type"], "application/sdp");
+        assert!(whep.text().await.unwrap().contains("a=candidate:"));
+
+        // JSON, as Home Assistant's client sends it; this answer is the one played.
+        let json: Value = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "type": "offer", "sdp": offer }).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(json["type"], "answer");
+        let answer = json["sdp"].as_str().unwrap();
+        assert!(answer.contains("a=candidate:"), "no candidates in {answer}");
+        let answer = serde_json::to_string(answer).unwrap();
+        chromium
+            .eval(
+                &page,
+                &format!(
+                    "pc.setRemoteDescription({{type: 'answer', sdp: {answer}}}).then(() => true)"
+                ),
+            )
+            .await;
+        let decoded = chromium
+            .wait_for(&page, chromium::FRAMES_DECODED, Duration::from_secs(30))
+            .await;
+        println!("POST /api/webrtc: {decoded} frames decoded");
+
+        // A viewer ends with its browser tab, and one that never connects ends on its own,
+        // each freeing its slot.
+        chromium.close(page).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while vigil.0.output().matches("WebRTC viewer ended").count() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the viewers did not end:\n{}",
+                vigil.0.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }

@@ -16,6 +16,29 @@ use super::TempDir;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Makes a recvonly offer (video and audio) in the page as `window.pc` and returns its SDP once
+/// ICE gathering is done, so that it carries the browser's candidates.
+pub const RECVONLY_OFFER: &str = r#"(async () => {
+  const pc = window.pc = new RTCPeerConnection({ iceServers: [] });
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  window.video = document.createElement('video');
+  video.muted = true; video.autoplay = true; document.body.appendChild(video);
+  pc.ontrack = e => { video.srcObject = video.srcObject || new MediaStream(); video.srcObject.addTrack(e.track); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(done => {
+    if (pc.iceGatheringState === 'complete') return done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && done();
+    setTimeout(done, 3000);
+  });
+  return pc.localDescription.sdp;
+})()"#;
+
+/// How many video frames `window.pc` decoded, once more than 5 (else 0).
+pub const FRAMES_DECODED: &str = "(async () => { let n = 0; (await pc.getStats()).forEach(s => { \
+    if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded || 0; }); \
+    return n > 5 ? n : 0; })()";
+
 /// A running Chromium with its DevTools connection. Killed when dropped.
 pub struct Chromium {
     child: Child,

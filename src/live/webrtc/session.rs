@@ -27,8 +27,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// A peer that stays `disconnected` this long is gone.
 const DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// A connected browser sends RTCP every second or so; this long without any means it is gone.
-const RTCP_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connected browser sends RTCP every second or so; this long without any means it is gone
+/// (a closed tab sends nothing more, and webrtcbin 1.22 does not notice on its own).
+const RTCP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// What the signalling side asks of a viewer.
 #[derive(Debug)]
