@@ -357,6 +357,99 @@ impl Transcoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::camera::hub::HubLimits;
+    use crate::camera::{CameraStatus, Hub, StreamInfo};
+
+    fn camera(name: &str) -> (CameraHandle, Arc<Hub>) {
+        let _ = gst::init();
+        let hub = Hub::new(HubLimits::default());
+        hub.set_info(StreamInfo {
+            video: Some(gst::Caps::builder("video/x-h264").build()),
+            audio: Some(
+                gst::Caps::builder("audio/x-alaw")
+                    .field("rate", 8_000i32)
+                    .field("channels", 1i32)
+                    .build(),
+            ),
+        });
+        let (_tx, status) = tokio::sync::watch::channel(CameraStatus::default());
+        (CameraHandle::new(name, hub.clone(), status), hub)
+    }
+
+    /// Feeds 20 ms A-law packets in real time until `done` says stop (or 5 s pass).
+    async fn feed_alaw(hub: &Hub, mut done: impl FnMut() -> bool) {
+        let started = std::time::Instant::now();
+        let mut pts = Duration::ZERO;
+        while !done() && started.elapsed() < Duration::from_secs(5) {
+            hub.push(
+                Track::Audio,
+                gst::Buffer::from_slice(vec![0xd5u8; 160]),
+                pts,
+                true,
+            );
+            pts += Duration::from_millis(20);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_transcoder_per_camera_from_the_first_subscriber_to_the_last() {
+        let (nursery, hub) = camera("nursery");
+        let transcoders = Transcoders::default();
+        let token = CancellationToken::new();
+        let spawn = |task| {
+            tokio::spawn(task);
+        };
+        let mut first = transcoders.subscribe(&nursery, Target::Opus, &token, spawn);
+        let mut second = transcoders.subscribe(&nursery, Target::Opus, &token, spawn);
+        assert_eq!(
+            transcoders.running(),
+            vec![("nursery".to_string(), Target::Opus)]
+        );
+        // A consumer starts at a keyframe (the hub holds back what comes before one).
+        hub.push(
+            Track::Video,
+            gst::Buffer::from_slice(vec![0u8; 8]),
+            Duration::ZERO,
+            true,
+        );
+
+        let (mut got_first, mut got_second) = (None, None);
+        feed_alaw(&hub, || {
+            got_first = got_first.take().or_else(|| first.rx.try_recv().ok());
+            got_second = got_second.take().or_else(|| second.rx.try_recv().ok());
+            got_first.is_some() && got_second.is_some()
+        })
+        .await;
+        assert!(
+            got_first.is_some() && got_second.is_some(),
+            "no Opus frames came out"
+        );
+        let caps = first.caps().expect("the encoder's caps");
+        assert_eq!(caps.structure(0).unwrap().name(), "audio/x-opus");
+        assert_eq!(
+            hub.consumer_count(ConsumerKind::Transcoder),
+            1,
+            "one for both viewers"
+        );
+
+        // Another target is another transcoder; the last subscriber leaving stops each.
+        let aac = transcoders.subscribe(&nursery, Target::Aac, &token, spawn);
+        assert_eq!(transcoders.running().len(), 2);
+        drop(first);
+        assert_eq!(transcoders.running().len(), 2, "still one viewer of Opus");
+        drop(second);
+        drop(aac);
+        assert!(transcoders.running().is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while hub.consumer_count(ConsumerKind::Transcoder) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the transcoders did not stop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn sample_rates_keep_the_camera_s_own() {

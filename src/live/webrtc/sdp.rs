@@ -30,10 +30,9 @@ pub struct MediaChoice {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnswerPlan {
     pub video: MediaChoice,
-    /// `None` when the offer has no audio m-line or no Opus in it.
+    /// `None` when the offer has no audio m-line or no Opus in it. Other m-lines (a second
+    /// video, data) get nothing: webrtcbin answers them as not used.
     pub audio: Option<MediaChoice>,
-    /// m-lines we send nothing on (a second video, an audio line without Opus, data).
-    pub inactive: Vec<u32>,
 }
 
 /// Parses `sdp` and checks that it is an offer a WebRTC peer can answer.
@@ -75,7 +74,6 @@ pub fn plan(
 ) -> Result<AnswerPlan, LiveError> {
     let mut chosen_video = None;
     let mut chosen_audio = None;
-    let mut inactive = Vec::new();
     let mut offered_video = Vec::new();
     for mline in 0..offer.medias_len() {
         let Some(media) = offer.media(mline) else {
@@ -86,17 +84,11 @@ pub fn plan(
             Some("video") if usable && chosen_video.is_none() => {
                 offered_video.extend(codec_names(media));
                 chosen_video = choose_video(media, mline, video, profile);
-                if chosen_video.is_none() {
-                    inactive.push(mline);
-                }
             }
             Some("audio") if usable && audio && chosen_audio.is_none() => {
                 chosen_audio = choose(media, mline, "OPUS");
-                if chosen_audio.is_none() {
-                    inactive.push(mline);
-                }
             }
-            _ => inactive.push(mline),
+            _ => {}
         }
     }
     let Some(video_choice) = chosen_video else {
@@ -123,7 +115,6 @@ pub fn plan(
     Ok(AnswerPlan {
         video: video_choice,
         audio: chosen_audio,
-        inactive,
     })
 }
 
