@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::audio::{self, CryReading};
 use crate::camera::{self, CameraHandle, CameraState, CameraStatus, Cameras, Hub, hub::HubLimits};
 use crate::config::{CameraSource, Config};
+use crate::live::{Live, LiveOptions};
 use crate::mqtt::{self, CameraFeed, MqttSetup};
 use crate::settings::Settings;
 use crate::supervisor::Supervisor;
@@ -23,6 +24,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
+    let api_listener = web::bind("api_port", config.api_port).await?;
 
     let mut handles = Vec::new();
     for camera in config.cameras_to_run() {
@@ -84,20 +86,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.child_token(),
     );
 
+    // --- Live view (WebRTC, MSE, snapshots) on both HTTP servers.
+    tracker.spawn_blocking(crate::live::prewarm);
+    let live = Live::new(
+        LiveOptions {
+            ice_servers: config.webrtc_ice_servers.clone(),
+        },
+        shutdown.child_token(),
+    );
     let state = web::WebState {
         cameras: cameras.clone(),
         detection: detection.clone(),
         settings: settings.clone(),
         mqtt: mqtt_status,
+        live: live.clone(),
+        names: web::StreamNames::default(),
+        rtsp_port: config.rtsp_port,
     };
-    let router = web::panel_router(state, config.web_allow.clone());
-    let token = shutdown.child_token();
+    let panel = web::panel_router(state.clone(), config.web_allow.clone());
+    let api = web::api_router(state, config.api_auth.clone());
+    for (what, listener, router) in [("panel", web_listener, panel), ("API", api_listener, api)] {
+        let token = shutdown.child_token();
+        tracker.spawn(async move {
+            if let Err(e) = web::serve(listener, router, token).await {
+                tracing::error!("{what} server stopped: {e:#}");
+            }
+        });
+    }
     tracker.spawn(async move {
-        if let Err(e) = web::serve(web_listener, router, token).await {
-            tracing::error!("panel server stopped: {e:#}");
-        }
+        live.token().cancelled().await;
+        live.wait_stopped().await;
     });
     tracing::info!(port = config.web_port, "panel listening");
+    tracing::info!(
+        port = config.api_port,
+        auth = config.api_auth.is_some(),
+        "go2rtc-compatible API listening"
+    );
 
     shutdown.cancelled().await;
     drop(cry_senders);

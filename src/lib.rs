@@ -6,7 +6,9 @@
 //! - [`secret`]: `Secret` and URL redaction; the only way a credential is shown.
 //! - [`settings`]: per-camera settings changed from Home Assistant, persisted under /data.
 //! - [`camera`]: one actor per camera owning its GStreamer pipeline.
-//! - [`web`]: the HTTP servers (panel through ingress, API) and the ingress guard.
+//! - [`live`]: live viewers (WebRTC, MSE and `stream.mp4`, snapshots) fed from camera hubs.
+//! - [`web`]: the HTTP servers (panel through ingress, the go2rtc-compatible API), access, and
+//!   the wire formats.
 //! - [`mqtt`]: Home Assistant over MQTT discovery: entities per camera, availability, commands.
 //! - [`supervisor`]: the Supervisor's API (the MQTT service's credentials).
 //! - [`audio`]: cry detection (YAMNet and the detector) and what it reports.
@@ -18,6 +20,7 @@ pub mod audio;
 pub mod camera;
 pub mod cli;
 pub mod config;
+pub mod live;
 pub mod logging;
 pub mod mqtt;
 pub mod secret;

@@ -20,13 +20,17 @@ use super::{AudioStatus, CameraState, CameraStatus, VideoStatus};
 
 pub use crate::config::DEMO_CAMERA_NAME;
 
-/// The demo pipeline as a launch description: H.264 video at 640×360, 15 fps, one keyframe a
-/// second, and an 8 kHz A-law tone in 20 ms packets, like a cheap IP camera sends.
+/// The demo pipeline as a launch description: H.264 High profile video at 640×360, 15 fps, one
+/// keyframe a second, and an 8 kHz A-law tone in 20 ms packets, like a cheap IP camera sends.
+/// `format=I420` keeps the video 4:2:0 as cameras send it (otherwise x264 encodes the test
+/// pattern as High 4:4:4, which browsers cannot play), and `dct8x8` makes it High as most
+/// cameras' main streams are (x264's ultrafast preset alone gives Constrained Baseline).
 pub const DEMO_PIPELINE: &str = "\
     videotestsrc is-live=true pattern=ball name=demo-video \
-    ! video/x-raw,width=640,height=360,framerate=15/1 \
+    ! video/x-raw,format=I420,width=640,height=360,framerate=15/1 \
     ! clockoverlay time-format=\"%H:%M:%S\" halignment=right valignment=top font-desc=\"Sans 18\" \
-    ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=800 \
+    ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=800 dct8x8=true \
+    ! video/x-h264,profile=high \
     ! h264parse config-interval=-1 \
     ! video/x-h264,stream-format=byte-stream,alignment=au \
     ! appsink name=video sync=false max-buffers=64 drop=true \

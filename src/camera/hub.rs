@@ -61,6 +61,8 @@ pub enum ConsumerKind {
     Mse,
     Mp4,
     Snapshot,
+    /// A shared per-camera transcoder (Opus audio for WebRTC), not a viewer itself.
+    Transcoder,
 }
 
 /// Limits that keep one camera's memory and one slow consumer in check.

@@ -5,6 +5,7 @@
 //! Camera URLs and passwords are kept in [`Secret`]s; the [`Config`] prints redacted. This module
 //! never opens a socket or starts a pipeline.
 
+mod ice;
 mod raw;
 mod validate;
 
@@ -12,9 +13,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+pub use ice::{IceKind, IceServer};
 pub use raw::{
     CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CRY_HOLD, DEFAULT_CRY_MIN_LEVEL, DEFAULT_CRY_THRESHOLD,
-    DEFAULT_RTSP_PORT, DEFAULT_WEB_PORT, LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
+    DEFAULT_RTSP_PORT, DEFAULT_WEB_PORT, ICE_SERVER_KEYS, LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
 };
 
 use crate::secret::{Secret, redact_url};
@@ -117,6 +119,8 @@ pub struct Config {
     pub api_port: u16,
     /// Credentials for the go2rtc-compatible API (HTTP Basic); `None` = open.
     pub api_auth: Option<Credentials>,
+    /// STUN/TURN servers offered to every WebRTC viewer; empty = none (no external STUN).
+    pub webrtc_ice_servers: Vec<IceServer>,
     pub mqtt: MqttOptions,
     pub log_level: LogLevel,
 }

@@ -29,12 +29,16 @@ pub const TOP_KEYS: &[&str] = &[
     "api_port",
     "api_username",
     "api_password",
+    "webrtc_ice_servers",
     "mqtt",
     "log_level",
 ];
 
 /// Keys of one entry of `cameras`.
 pub const CAMERA_KEYS: &[&str] = &["name", "url", "detection"];
+
+/// Keys of one entry of `webrtc_ice_servers`.
+pub const ICE_SERVER_KEYS: &[&str] = &["url", "username", "credential"];
 
 /// Keys of `mqtt`.
 pub const MQTT_KEYS: &[&str] = &["host", "port", "username", "password"];
@@ -58,6 +62,7 @@ pub struct RawOptions {
     pub api_port: i64,
     pub api_username: Option<String>,
     pub api_password: Option<String>,
+    pub webrtc_ice_servers: Vec<RawIceServer>,
     pub mqtt: RawMqtt,
     pub log_level: String,
 }
@@ -78,6 +83,7 @@ impl Default for RawOptions {
             api_port: DEFAULT_API_PORT.into(),
             api_username: None,
             api_password: None,
+            webrtc_ice_servers: Vec::new(),
             mqtt: RawMqtt::default(),
             log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
@@ -92,6 +98,15 @@ pub struct RawCamera {
     pub url: String,
     #[serde(default = "default_true")]
     pub detection: bool,
+}
+
+/// One STUN or TURN server handed to WebRTC viewers.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawIceServer {
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -134,6 +149,12 @@ mod tests {
         let mut want: Vec<String> = CAMERA_KEYS.iter().map(|s| s.to_string()).collect();
         want.sort();
         assert_eq!(cam, want);
+
+        let mut ice = keys_of(serde_json::to_value(RawIceServer::default()).unwrap());
+        ice.sort();
+        let mut want: Vec<String> = ICE_SERVER_KEYS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(ice, want);
 
         let mut mqtt = keys_of(serde_json::to_value(RawMqtt::default()).unwrap());
         mqtt.sort();

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::raw::{self, RawOptions};
 use super::{
     CameraConfig, CameraSource, CameraUrl, Config, ConfigError, Credentials, INGRESS_GATEWAY,
-    IpNet, LogLevel, Mode, MqttOptions, Problem,
+    IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem,
 };
 use crate::secret::{Secret, redact_url};
 
@@ -91,6 +91,18 @@ pub(super) fn validate(value: Value, mode: Mode) -> Result<Config, ConfigError> 
     if let Some(Value::Object(mqtt)) = top.get("mqtt") {
         check_keys(mqtt, "mqtt.", raw::MQTT_KEYS, &mut problems);
     }
+    if let Some(Value::Array(servers)) = top.get("webrtc_ice_servers") {
+        for (i, server) in servers.iter().enumerate() {
+            if let Value::Object(map) = server {
+                check_keys(
+                    map,
+                    &format!("webrtc_ice_servers[{i}]."),
+                    raw::ICE_SERVER_KEYS,
+                    &mut problems,
+                );
+            }
+        }
+    }
 
     let raw: RawOptions = match deserialize_known(&value) {
         Ok(raw) => raw,
@@ -131,6 +143,13 @@ fn retain_known(value: &mut Value) {
         if let Some(Value::Object(mqtt)) = top.get_mut("mqtt") {
             mqtt.retain(|k, _| raw::MQTT_KEYS.contains(&k.as_str()));
         }
+        if let Some(Value::Array(servers)) = top.get_mut("webrtc_ice_servers") {
+            for server in servers {
+                if let Value::Object(map) = server {
+                    map.retain(|k, _| raw::ICE_SERVER_KEYS.contains(&k.as_str()));
+                }
+            }
+        }
         // The Supervisor leaves unset optional values out, but a hand-written file may say
         // `key: null` (or `key:`) to mean the same.
         top.retain(|_, v| !v.is_null());
@@ -156,6 +175,10 @@ fn humanize_serde(message: &str) -> String {
         .replace(
             "expected struct RawCamera",
             "expected a camera (name and url)",
+        )
+        .replace(
+            "expected struct RawIceServer",
+            "expected a server (url, and for TURN username and credential)",
         )
         .replace(
             "expected struct RawMqtt",
@@ -317,6 +340,21 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         None => Vec::new(),
     };
 
+    let webrtc_ice_servers = raw
+        .webrtc_ice_servers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, server)| {
+            IceServer::parse(
+                &server.url,
+                server.username.as_deref(),
+                server.credential.as_deref(),
+            )
+            .map_err(|message| push(format!("webrtc_ice_servers[{i}].url"), message))
+            .ok()
+        })
+        .collect();
+
     let mqtt = check_mqtt(raw.mqtt, &mut push);
 
     let log_level = match raw.log_level.to_ascii_lowercase().as_str() {
@@ -354,6 +392,7 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         web_allow,
         api_port,
         api_auth,
+        webrtc_ice_servers,
         mqtt,
         log_level,
     }
@@ -691,6 +730,39 @@ mod tests {
         check("api_password: p", "api_username", &["api_password"]);
         let c = Config::from_yaml("rtsp_username: u\nrtsp_password: pw", Mode::Standalone).unwrap();
         assert!(!c.to_redacted_yaml().contains("pw\n"));
+    }
+
+    #[test]
+    fn ice_servers() {
+        let c = Config::from_yaml(
+            "webrtc_ice_servers:\n  - url: stun:stun.example.com\n  - url: turn:t.example.com\n    \
+             username: u\n    credential: turnsecret\n",
+            Mode::Standalone,
+        )
+        .unwrap();
+        assert_eq!(c.webrtc_ice_servers.len(), 2);
+        assert!(!c.to_redacted_yaml().contains("turnsecret"));
+        check(
+            "webrtc_ice_servers: [{url: 'turn:t.example.com'}]",
+            "webrtc_ice_servers[0].url",
+            &["username", "credential"],
+        );
+        check(
+            "webrtc_ice_servers: [{url: 'http://x'}]",
+            "webrtc_ice_servers[0].url",
+            &["stun:host"],
+        );
+        check(
+            "webrtc_ice_servers: [{urls: 'stun:x'}]",
+            "webrtc_ice_servers[0].urls",
+            &["'url'"],
+        );
+        assert!(
+            Config::from_yaml("", Mode::Addon)
+                .unwrap()
+                .webrtc_ice_servers
+                .is_empty()
+        );
     }
 
     #[test]

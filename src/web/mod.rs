@@ -1,8 +1,15 @@
-//! HTTP servers: the panel on `web_port` (through Home Assistant's ingress) and, later, the
-//! go2rtc-compatible API on `api_port`.
+//! HTTP servers: the go2rtc-compatible API on `api_port` at the server root (Home Assistant
+//! core's go2rtc integration and go2rtc cards call it), and the panel on `web_port` (through
+//! Home Assistant's ingress) with the same live endpoints under relative paths.
 //!
-//! Owns binding (a port in use is a clear error naming the option), the ingress guard (only
-//! allowed peers reach the panel) and graceful shutdown. Handlers never see camera credentials.
+//! Owns binding (a port in use is a clear error naming the option), access (the ingress guard
+//! on the panel, Basic auth and the same-origin check on the API), request parsing and the
+//! wire formats. Media is [`crate::live`]'s; handlers never see camera credentials.
+
+mod api;
+mod auth;
+pub mod names;
+mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -10,7 +17,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,10 +25,14 @@ use tokio_util::sync::CancellationToken;
 pub mod panel;
 
 use crate::audio::Detection;
-use crate::camera::Cameras;
-use crate::config::IpNet;
+use crate::camera::{CameraHandle, Cameras};
+use crate::config::{Credentials, IpNet};
+use crate::live::{Live, LiveError};
 use crate::mqtt::MqttStatus;
 use crate::settings::Settings;
+
+pub use auth::ApiAuth;
+pub use names::StreamNames;
 
 /// What every handler may read. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +42,77 @@ pub struct WebState {
     pub detection: Option<Detection>,
     pub settings: Settings,
     pub mqtt: tokio::sync::watch::Receiver<MqttStatus>,
+    pub live: Live,
+    /// Names registered with `PUT /api/streams`.
+    pub names: StreamNames,
+    /// The restream's port, to recognise our own restream URLs.
+    pub rtsp_port: u16,
+}
+
+impl std::fmt::Debug for WebState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebState")
+            .field("cameras", &self.cameras)
+            .finish()
+    }
+}
+
+impl WebState {
+    /// The camera a go2rtc `src` stands for: a camera's name or a registered stream name.
+    pub fn resolve(&self, src: &str) -> Result<CameraHandle, ApiError> {
+        let camera = self
+            .cameras
+            .get(src)
+            .or_else(|| self.names.camera_of(src).and_then(|c| self.cameras.get(&c)));
+        camera.cloned().ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "stream '{src}' not found; Vigil's cameras are: {} (Home Assistant registers its \
+                 camera entities with PUT /api/streams)",
+                self.cameras.names().join(", ")
+            ),
+        })
+    }
+}
+
+/// An error answer: a status and a sentence saying what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<LiveError> for ApiError {
+    fn from(error: LiveError) -> Self {
+        let status = match &error {
+            LiveError::NoPicture { .. } | LiveError::TooManyViewers { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            LiveError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            LiveError::BadOffer(_) | LiveError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            LiveError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            LiveError::Pipeline { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, format!("{}\n", self.message)).into_response()
+    }
 }
 
 /// Binds `0.0.0.0:port` for the service named by the option `key`, with an error a user can act on.
@@ -48,14 +130,45 @@ pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// The panel's routes, behind the ingress guard.
+/// The live endpoints both servers carry (relative to where they are mounted).
+fn live_routes() -> Router<WebState> {
+    Router::new()
+        .route("/api/ws", get(ws::upgrade))
+        .route("/api/frame.jpeg", get(api::frame_jpeg))
+        .route("/api/stream.mp4", get(api::stream_mp4))
+        .route("/api/webrtc", axum::routing::post(api::webrtc_post))
+}
+
+/// The panel's routes, behind the ingress guard: the panel, the live endpoints, and `live`, a
+/// page with one camera's player (`live?src=<camera>[&mode=webrtc|mse]`).
 pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
     Router::new()
+        .route("/live", get(live_page))
         .route("/api/health", get(health))
         .merge(panel::routes())
+        .merge(live_routes())
         .with_state(state)
         .layer(middleware::from_fn_with_state(Allow(allow), guard))
 }
+
+/// The go2rtc-compatible API at the server root, behind Basic auth when credentials are set.
+pub fn api_router(state: WebState, credentials: Option<Credentials>) -> Router {
+    Router::new()
+        .route("/api", get(api::info))
+        .route("/api/streams", get(api::list_streams).put(api::put_stream))
+        .merge(live_routes())
+        .with_state(state)
+        .layer(middleware::from_fn(ws::check_origin))
+        .layer(middleware::from_fn_with_state(
+            ApiAuth(credentials),
+            auth::require_basic,
+        ))
+}
+
+/// The kernel's send buffer per connection. Left to itself Linux grows it to 4 MiB for a
+/// client that stops reading, and a stalled viewer would be noticed only minutes later; this
+/// still carries a 4 Mbit/s camera on a LAN with room to spare.
+const SEND_BUFFER: usize = 512 * 1024;
 
 /// Serves `router` on `listener` until `shutdown`; open connections get a moment to finish.
 pub async fn serve(
@@ -63,6 +176,14 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|stream| {
+        let socket = socket2::SockRef::from(&*stream);
+        if let Err(e) = socket.set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!("cannot bound a connection's send buffer: {e}");
+        }
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -74,6 +195,10 @@ pub async fn serve(
 
 async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn live_page() -> Html<&'static str> {
+    Html(include_str!("live.html"))
 }
 
 /// Peers allowed to connect; empty = anyone.

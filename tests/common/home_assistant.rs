@@ -139,6 +139,72 @@ impl HomeAssistant {
         );
     }
 
+    /// Waits until the config entry of `domain` is `loaded` (for go2rtc: HA accepted the
+    /// server's `GET /api`); panics with the entries and the log after `timeout`.
+    pub fn wait_entry_loaded(&self, domain: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let entries = self.get(&format!("config/config_entries/entry?domain={domain}"));
+            let loaded = entries
+                .as_ref()
+                .and_then(|e| e.as_array())
+                .is_some_and(|e| e.iter().any(|entry| entry["state"] == "loaded"));
+            if loaded {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the {domain} entry is not loaded after {timeout:?}: {entries:?}\n--- HA log tail ---\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Adds a Generic Camera on the RTSP URL `stream` (HA opens it during the flow) and returns
+    /// its entity id.
+    pub fn add_generic_camera(&self, stream: &str) -> String {
+        let python = venv().join("bin/python");
+        self.script(
+            &python,
+            "setup_camera.py",
+            &[
+                "--url",
+                &self.url,
+                "--token",
+                &self.token,
+                "--stream",
+                stream,
+            ],
+        )
+    }
+
+    /// Sends a WebRTC offer for `entity` through HA's websocket, as the frontend does; returns
+    /// the events HA sent back (`session`, `answer`, `candidate`, `error`).
+    pub fn webrtc_offer(&self, entity: &str, offer: &str) -> Vec<Value> {
+        let python = venv().join("bin/python");
+        let file = self.config.write("offer.sdp", offer);
+        let file = file.to_string_lossy().into_owned();
+        let out = Command::new(python)
+            .arg(scripts_dir().join("webrtc_offer.py"))
+            .args([
+                "--url",
+                &self.url,
+                "--token",
+                &self.token,
+                "--entity",
+                entity,
+            ])
+            .args(["--offer-file", &file])
+            .output()
+            .expect("cannot run webrtc_offer.py");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
     /// `GET /api/<path>` as JSON (`None` for 404).
     pub fn get(&self, path: &str) -> Option<Value> {
         self.runtime.block_on(async {

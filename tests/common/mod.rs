@@ -2,11 +2,13 @@
 //! it the way the Supervisor does.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod fake_supervisor;
 pub mod home_assistant;
 pub mod mosquitto;
 pub mod mqtt_probe;
 pub mod mqtt_run;
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
