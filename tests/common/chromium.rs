@@ -59,7 +59,7 @@ impl Chromium {
     /// Starts Chromium with a fresh profile and connects to its DevTools socket.
     pub async fn launch() -> Chromium {
         let profile = TempDir::new("chromium");
-        let mut child = Command::new("chromium")
+        let mut child = super::die_with_test(&mut Command::new("chromium"))
             .args([
                 "--headless",
                 "--no-sandbox",

@@ -17,6 +17,23 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Makes a child process die with the test that started it: a test that panics or is killed
+/// must not leave a camera, broker or browser running (they would skew every later test and
+/// benchmark). The signal is tied to the spawning thread, which for a test is the test itself.
+pub fn die_with_test(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 /// The `vigil` binary cargo built for these tests.
 pub fn vigil_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
@@ -102,7 +119,9 @@ impl Vigil {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("cannot start vigil");
+        let mut child = die_with_test(&mut command)
+            .spawn()
+            .expect("cannot start vigil");
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,

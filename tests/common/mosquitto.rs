@@ -90,7 +90,7 @@ impl Mosquitto {
     }
 
     fn run(&mut self) {
-        let child = Command::new("mosquitto")
+        let child = super::die_with_test(&mut Command::new("mosquitto"))
             .arg("-c")
             .arg(&self.conf)
             .stdin(Stdio::null())
