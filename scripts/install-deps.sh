@@ -42,7 +42,7 @@ RUNTIME_PACKAGES=(
 )
 TEST_PACKAGES=(
     mosquitto mosquitto-clients chromium ffmpeg shellcheck gstreamer1.0-tools
-    iproute2 util-linux procps python3-venv openssl
+    iproute2 util-linux procps python3-venv nftables openssl
 )
 
 missing_packages() {

@@ -58,6 +58,11 @@ pub struct Page {
 impl Chromium {
     /// Starts Chromium with a fresh profile and connects to its DevTools socket.
     pub async fn launch() -> Chromium {
+        Self::launch_with(&[]).await
+    }
+
+    /// Like [`Chromium::launch`], with extra command-line switches.
+    pub async fn launch_with(extra: &[&str]) -> Chromium {
         let profile = TempDir::new("chromium");
         let mut child = super::die_with_test(&mut Command::new("chromium"))
             .args([
@@ -75,6 +80,7 @@ impl Chromium {
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--remote-debugging-port=0",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())

@@ -18,7 +18,7 @@ pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ha")
 }
 
-fn venv() -> PathBuf {
+pub fn venv() -> PathBuf {
     match std::env::var_os("HA_VENV") {
         Some(v) => PathBuf::from(v),
         None => {
