@@ -2,16 +2,16 @@
 //!
 //! Each part gets a child of the root [`CancellationToken`] and runs on the [`TaskTracker`]; a stop
 //! cancels the root and waits for the tracker, so every pipeline reaches `Null` before exit.
+//! The order of a stop: the servers stop accepting (panel, restream and its clients), then the
+//! cameras stop.
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use tokio::sync::watch;
-
-use crate::camera::{self, CameraHandle, CameraStatus, Cameras, Hub, hub::HubLimits};
-use crate::config::CameraSource;
-use crate::config::Config;
+use crate::camera::restream::{self, Restream};
+use crate::camera::{self, Cameras, IngestOptions};
+use crate::config::{CameraSource, Config};
 use crate::web;
 
 /// Runs until `shutdown` is cancelled, then stops every part and returns.
@@ -21,30 +21,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
+    restream::check_port(config.rtsp_port)?;
 
+    if config.uses_demo_camera() {
+        tracing::info!(
+            "no camera configured: starting the built-in demo camera '{}' (test pattern with a \
+             clock, and a tone); add cameras to the options to watch your own",
+            camera::demo::DEMO_CAMERA_NAME
+        );
+    }
+    let options = IngestOptions {
+        latency: config.camera_latency,
+        stall_timeout: config.stall_timeout,
+    };
+    // Not a child of `shutdown`: cameras stop after the servers stopped accepting.
+    let cameras_stop = CancellationToken::new();
     let mut handles = Vec::new();
     for camera in config.cameras_to_run() {
-        let hub = Hub::new(HubLimits::default());
-        let (status_tx, status_rx) = watch::channel(CameraStatus::default());
-        handles.push(CameraHandle::new(&camera.name, hub.clone(), status_rx));
-        match &camera.source {
-            CameraSource::Demo => {
-                tracing::info!(
-                    "no camera configured: starting the built-in demo camera '{}' (test pattern \
-                     with a clock, and a tone); add cameras to the options to watch your own",
-                    camera.name
-                );
-                let token = shutdown.child_token();
-                tracker.spawn(async move {
-                    if let Err(e) = camera::demo::run(hub, status_tx, token).await {
-                        tracing::error!(camera = camera::demo::DEMO_CAMERA_NAME, "{e:#}");
-                    }
-                });
-            }
-            CameraSource::Rtsp(url) => {
-                tracing::info!(camera = %camera.name, %url, "camera configured");
-            }
+        if let CameraSource::Rtsp(url) = &camera.source {
+            tracing::info!(camera = %camera.name, %url, "camera configured");
         }
+        let spawned = camera::spawn(&camera, options, &tracker, cameras_stop.child_token());
+        // Cry detection takes `spawned.pcm` here once it lands; until then the decoded audio
+        // is dropped (and counted) at the camera.
+        handles.push(spawned.handle);
     }
     let cameras = Cameras::new(handles);
 
@@ -60,7 +60,40 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     tracing::info!(port = config.web_port, "panel listening");
 
+    let restream = match Restream::start(
+        config.rtsp_port,
+        config.rtsp_auth.as_ref(),
+        &cameras,
+        tokio::runtime::Handle::current(),
+    ) {
+        Ok(restream) => restream,
+        Err(e) => {
+            shutdown.cancel();
+            cameras_stop.cancel();
+            tracker.close();
+            tracker.wait().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        port = config.rtsp_port,
+        "restream listening: {}",
+        cameras
+            .iter()
+            .map(|c| format!(
+                "rtsp://<host>:{}{}",
+                config.rtsp_port,
+                restream::mount_path(c)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
     shutdown.cancelled().await;
+    // Stop accepting (the panel stops on its own token), close the restream's clients, then
+    // stop the cameras.
+    let _ = tokio::task::spawn_blocking(move || restream.stop()).await;
+    cameras_stop.cancel();
     tracker.close();
     tracker.wait().await;
     Ok(())

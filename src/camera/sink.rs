@@ -58,6 +58,12 @@ impl Session {
         self.announce_if_ready(&mut state);
     }
 
+    /// Which tracks have their format so far (video, audio).
+    pub fn negotiated(&self) -> (bool, bool) {
+        let state = self.state.lock().unwrap();
+        (state.video.is_some(), state.audio.is_some())
+    }
+
     /// What arrived so far.
     pub fn received(&self) -> Received {
         self.state.lock().unwrap().received

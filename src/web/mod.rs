@@ -15,6 +15,8 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod streams;
+
 use crate::camera::Cameras;
 use crate::config::IpNet;
 
@@ -27,7 +29,14 @@ pub struct WebState {
 /// Binds `0.0.0.0:port` for the service named by the option `key`, with an error a user can act on.
 pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| port_error(key, port, &e))
+}
+
+/// What to tell the user when the port of option `key` cannot be bound.
+pub fn port_error(key: &str, port: u16, e: &std::io::Error) -> anyhow::Error {
+    match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "{key} {port} is already in use by another program; stop it or choose another \
              {key} in the options"
@@ -36,13 +45,14 @@ pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
             "{key} {port} needs privileges to bind; choose a port above 1023 in the options"
         ),
         _ => anyhow::anyhow!("cannot listen on {key} {port}: {e}"),
-    })
+    }
 }
 
 /// The panel's routes, behind the ingress guard.
 pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
     Router::new()
         .route("/api/health", get(health))
+        .route("/api/streams", get(streams::streams))
         .with_state(state)
         .layer(middleware::from_fn_with_state(Allow(allow), guard))
 }
