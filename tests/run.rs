@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fake_camera::FakeCamera;
 use common::{Vigil, free_port, options_with_free_ports};
 
 #[test]
@@ -47,18 +48,25 @@ fn a_port_in_use_is_named() {
 
 #[test]
 fn camera_password_never_reaches_the_log() {
+    // Two real failing connections, at trace level: a camera that refuses the password (its
+    // errors quote the request) and a port where nothing listens.
     let secret = "Sup3rS3cretCamPw";
-    let camera_port = free_port();
+    let camera = FakeCamera::start(&["--username", "admin", "--password", "another"]);
+    let refused = free_port();
     let mut vigil = Vigil::start(&options_with_free_ports(&format!(
-        "log_level: trace\ncameras:\n  - name: nursery\n    url: rtsp://admin:{secret}@127.0.0.1:{camera_port}/stream1\n"
+        "log_level: trace\ncameras:\n  - name: nursery\n    url: {}\n  - name: hall\n    url: \
+         rtsp://admin:{secret}@127.0.0.1:{refused}/stream1?password={secret}\n",
+        camera.url_with("admin", secret)
     )));
-    vigil.wait_for_log("nursery", Duration::from_secs(10));
-    // Let the camera actor try (and fail) to connect a few times.
-    std::thread::sleep(Duration::from_secs(3));
+    vigil.wait_for_log("unauthorized (401)", Duration::from_secs(20));
+    vigil.wait_for_log("unreachable", Duration::from_secs(20));
     vigil.terminate();
     let out = vigil.output();
     assert!(
-        out.contains("rtsp://admin:***@127.0.0.1"),
+        out.contains(&format!(
+            "rtsp://admin:***@127.0.0.1:{}/stream",
+            camera.port
+        )),
         "the URL should be shown redacted:\n{out}"
     );
     assert!(!out.contains(secret), "camera password in the log:\n{out}");

@@ -20,7 +20,9 @@ const FIRST_PHASE: Duration = Duration::from_secs(2);
 /// The delay for the rest of the fast window.
 const FAST_DELAY: Duration = Duration::from_secs(1);
 /// The first delay once the fast window has passed; each next one is [`GROWTH`] times longer.
-const SLOW_START: Duration = Duration::from_millis(1500);
+const SLOW_START: Duration = Duration::from_secs(1);
+/// A failure that needs a change starts this many steps into the slow schedule (2.25 s).
+const NEEDS_A_CHANGE_STEP: u32 = 2;
 const GROWTH: f64 = 1.5;
 /// The longest delay between two attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
@@ -70,6 +72,9 @@ impl Backoff {
             };
             return jittered(delay, JITTER / 2.0, unit);
         }
+        if kind.needs_a_change() {
+            self.slow_attempts = self.slow_attempts.max(NEEDS_A_CHANGE_STEP);
+        }
         let grown = SLOW_START.as_secs_f64() * GROWTH.powi(self.slow_attempts as i32);
         self.slow_attempts = self.slow_attempts.saturating_add(1);
         let delay = Duration::from_secs_f64(grown.min(MAX_DELAY.as_secs_f64()));
@@ -109,20 +114,20 @@ mod tests {
             if *at < 10.0 {
                 assert!((0.5..=1.0).contains(delay), "at {at}: {delay}");
             } else {
-                assert!(*delay >= 1.5 && *delay <= 30.0, "at {at}: {delay}");
+                assert!(*delay >= 1.0 && *delay <= 30.0, "at {at}: {delay}");
             }
         }
         let slow: Vec<f64> = steps.iter().filter(|s| s.0 >= 10.0).map(|s| s.1).collect();
         assert!(slow.windows(2).all(|w| w[1] >= w[0]), "{slow:?}");
         assert_eq!(slow.last(), Some(&30.0));
         // The first slow retry still comes soon: a camera back after 10 s is not left waiting.
-        assert!(slow[0] <= 1.5, "{slow:?}");
+        assert!(slow[0] <= 1.0, "{slow:?}");
     }
 
     #[test]
     fn a_wrong_password_retries_slowly_from_the_start() {
         let steps = schedule(FailureKind::Unauthorized, Instant::now(), 12, 0.5);
-        assert!(steps[0].1 >= 1.5, "{steps:?}");
+        assert!(steps[0].1 >= 2.0, "{steps:?}");
         assert_eq!(steps.last().map(|s| s.1), Some(30.0));
     }
 

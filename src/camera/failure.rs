@@ -85,10 +85,11 @@ impl Failure {
         // The debug text's last line is the useful one ("Unauthorized (401)",
         // "Could not receive message. (Parse error)"); the rest is source file and element path.
         let reason = debug.lines().last().unwrap_or_default().trim();
-        let detail = if reason.is_empty() || reason == error.message() {
-            error.message().to_string()
+        let message = error.message().trim_end_matches('.');
+        let detail = if reason.is_empty() || reason.eq_ignore_ascii_case(message) {
+            message.to_string()
         } else {
-            format!("{}: {reason}", error.message())
+            format!("{message}: {reason}")
         };
         Self::new(classify(error, debug), detail, redactor)
     }
