@@ -72,6 +72,9 @@ fn the_restream_carries_the_cameras_own_bitstream_and_audio() {
     let sdp = relayed.sdp().unwrap();
     assert!(sdp.contains("sprop-parameter-sets="), "{sdp}");
     assert!(sdp.contains("PCMA/8000"), "{sdp}");
+    // All the audio arrives (G.711 at 8 kHz is 8000 bytes a second), however it is packed.
+    let rate = relayed.audio_byte_rate().unwrap();
+    assert!((6500.0..9500.0).contains(&rate), "{rate} audio bytes/s");
 }
 
 #[test]

@@ -17,6 +17,8 @@ fn no_config_starts_the_demo_camera_and_stops_on_sigterm() {
     assert!(status.success(), "exit {status}:\n{}", vigil.output());
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
     assert!(vigil.output().contains("stopped"));
+    assert!(!vigil.output().contains("panicked"), "{}", vigil.output());
+    assert!(!vigil.output().contains("CRITICAL"), "{}", vigil.output());
 }
 
 #[test]

@@ -253,10 +253,12 @@ pub fn cameras_yaml(cameras: &[(&str, &str)]) -> String {
     yaml
 }
 
-/// A minimal HTTP/1.1 GET on loopback: (status code, body).
+/// A minimal HTTP/1.1 GET on loopback: (status code, body); status 0 when nothing listens.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, "connection refused".into());
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -275,6 +277,13 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     // Small answers come chunked from axum only when streamed; ours are whole.
     (status, body.to_string())
+}
+
+/// Waits until the panel answers (Vigil has started its servers).
+pub fn wait_for_panel(web_port: u16) {
+    wait_until("the panel answering", Duration::from_secs(20), || {
+        http_get(web_port, "/api/health").0 == 200
+    });
 }
 
 /// `GET /api/streams` on the panel port, parsed.

@@ -54,6 +54,9 @@ struct Record {
     /// Access unit hash by PTS, to name rendered frames.
     hash_by_pts: HashMap<u64, u64>,
     audio_buffers: u64,
+    /// Audio payload bytes and when the first and last arrived.
+    audio_bytes: u64,
+    audio_span: Option<(Instant, Instant)>,
     video_caps: Option<gst::Caps>,
     sdp: Option<String>,
     error: Option<String>,
@@ -138,6 +141,14 @@ impl RtspClient {
 
     pub fn audio_buffers(&self) -> u64 {
         self.record.lock().unwrap().audio_buffers
+    }
+
+    /// Audio bytes per second of arrival, once a second of audio came.
+    pub fn audio_byte_rate(&self) -> Option<f64> {
+        let record = self.record.lock().unwrap();
+        let (first, last) = record.audio_span?;
+        let seconds = (last - first).as_secs_f64();
+        (seconds >= 1.0).then(|| record.audio_bytes as f64 / seconds)
     }
 
     /// When each decoded frame came out of the decoder.
@@ -301,8 +312,17 @@ fn link_audio(
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
-                let _ = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                record.lock().unwrap().audio_buffers += 1;
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let size = sample.buffer().map_or(0, |b| b.size() as u64);
+                let now = Instant::now();
+                let mut record = record.lock().unwrap();
+                record.audio_buffers += 1;
+                record.audio_bytes += size;
+                record.audio_span = Some(
+                    record
+                        .audio_span
+                        .map_or((now, now), |(first, _)| (first, now)),
+                );
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),

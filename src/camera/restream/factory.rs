@@ -90,7 +90,10 @@ impl CameraFactory {
         let factory: Self = glib::Object::new();
         let _ = factory.imp().context.set(context);
         // Each client gets its own media (its own GOP burst and timeline).
-        factory.set_shared(false);
+        factory.set_shared(std::env::var("VIGIL_RESTREAM_DESIGN").as_deref() == Ok("shared"));
+        if std::env::var("VIGIL_RESTREAM_RTCP").as_deref() == Ok("off") {
+            factory.set_enable_rtcp(false);
+        }
         factory.set_stop_on_disconnect(true);
         factory.set_suspend_mode(gst_rtsp_server::RTSPSuspendMode::None);
         factory.set_protocols(gst_rtsp::RTSPLowerTrans::TCP | gst_rtsp::RTSPLowerTrans::UDP);

@@ -96,6 +96,8 @@ impl Feed {
             _ = self.started.notified() => {}
         }
         let mut clock = ConsumerClock::new();
+        let mut batch = AudioBatch::default();
+        let mut join_audio = joinable(&self.described.as_ref().and_then(|d| d.audio.clone()));
         let base = self
             .element
             .current_running_time()
@@ -115,16 +117,11 @@ impl Feed {
                         self.close(&main_context, why);
                         return;
                     }
+                    join_audio = joinable(&info.audio);
                     clock.reset();
                     continue;
                 }
                 MediaEvent::Frame(frame) => frame,
-            };
-            let Some(src) = (match frame.track {
-                Track::Video => self.video.as_ref(),
-                Track::Audio => self.audio.as_ref(),
-            }) else {
-                continue;
             };
             let at = base + gst::ClockTime::from_nseconds(clock.map(&frame).as_nanos() as u64);
             // A new buffer sharing the camera's memory: only the timestamps are the client's.
@@ -134,10 +131,22 @@ impl Feed {
                 buffer.set_pts(at);
                 buffer.set_dts(at);
             }
-            if src.push_buffer(buffer).is_err() {
+            let pushed = match (frame.track, &self.video, &self.audio) {
+                (Track::Video, Some(video), _) => {
+                    let audio = self.audio.as_ref().map_or(Ok(()), |a| batch.flush(a));
+                    audio.and(video.push_buffer(buffer).map(drop))
+                }
+                (Track::Audio, _, Some(audio)) => batch.add(buffer, at, audio, join_audio),
+                _ => Ok(()),
+            };
+            if pushed.is_err() {
                 return; // the media is stopping
             }
-            if Duration::from(src.current_level_time()) > CLIENT_LAG_LIMIT {
+            let lag = |src: &Option<gst_app::AppSrc>| {
+                src.as_ref()
+                    .map_or(Duration::ZERO, |s| s.current_level_time().into())
+            };
+            if lag(&self.video).max(lag(&self.audio)) > CLIENT_LAG_LIMIT {
                 self.close(&main_context, "it stopped reading");
                 return;
             }
@@ -179,6 +188,73 @@ impl Feed {
         }
     }
 }
+
+/// Audio frames held back to leave with the next video frame: one hand-over through the
+/// client's pipeline (its source and sender threads) instead of two or three, since audio frames
+/// come every 20 ms and video frames every 40 to 66 ms. G.711 frames are joined into one packet
+/// (its samples stand alone, as RTP allows); other codecs' frames stay packets of their own.
+#[derive(Default)]
+struct AudioBatch {
+    /// G.711: the frames so far, joined (sharing the camera's memory).
+    joined: Option<gst::Buffer>,
+    /// Other codecs: the frames so far.
+    list: Option<gst::BufferList>,
+    first: Option<gst::ClockTime>,
+}
+
+impl AudioBatch {
+    /// Adds a frame stamped `at`; sends the batch once it spans [`AUDIO_BATCH_SPAN`].
+    fn add(
+        &mut self,
+        buffer: gst::Buffer,
+        at: gst::ClockTime,
+        src: &gst_app::AppSrc,
+        join: bool,
+    ) -> Result<(), gst::FlowError> {
+        let first = *self.first.get_or_insert(at);
+        if join {
+            self.joined = Some(match self.joined.take() {
+                Some(mut joined) => {
+                    joined.append(buffer);
+                    joined
+                }
+                None => buffer,
+            });
+        } else {
+            self.list
+                .get_or_insert_with(gst::BufferList::new)
+                .make_mut()
+                .add(buffer);
+        }
+        if Duration::from(at.saturating_sub(first)) >= AUDIO_BATCH_SPAN {
+            return self.flush(src);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, src: &gst_app::AppSrc) -> Result<(), gst::FlowError> {
+        self.first = None;
+        if let Some(mut joined) = self.joined.take() {
+            // The joined buffer lasts as long as its samples; the payloader reads that.
+            joined.make_mut().set_duration(gst::ClockTime::NONE);
+            src.push_buffer(joined)?;
+        }
+        match self.list.take() {
+            Some(list) => src.push_buffer_list(list).map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+/// True for audio whose frames may be joined into longer packets (G.711).
+fn joinable(caps: &Option<gst::Caps>) -> bool {
+    caps.as_ref()
+        .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
+        .is_some_and(|name| name == "audio/x-alaw" || name == "audio/x-mulaw")
+}
+
+/// The longest audio held back for the next video frame.
+pub const AUDIO_BATCH_SPAN: Duration = Duration::from_millis(60);
 
 /// Starts feeding on the runtime.
 pub fn start(feed: Feed, context: &FactoryContext) {

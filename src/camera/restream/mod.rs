@@ -84,7 +84,10 @@ impl Restream {
                             ready_tx.send(source.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                         if let Ok(source) = source {
                             main_loop.run();
-                            source.remove();
+                            // `SourceId::remove` looks in the default context, not ours.
+                            if let Some(source) = main_context.find_source_by_id(&source) {
+                                source.destroy();
+                            }
                         }
                     });
                     if attached.is_err() {
