@@ -13,7 +13,6 @@
 //! `BENCH_CAMERA_ARGS` replaces the fake camera's arguments.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::collections::HashMap;
