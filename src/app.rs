@@ -2,6 +2,8 @@
 //!
 //! Each part gets a child of the root [`CancellationToken`] and runs on the [`TaskTracker`]; a stop
 //! cancels the root and waits for the tracker, so every pipeline reaches `Null` before exit.
+//! The order of a stop: the servers stop accepting (panel, API, restream and its clients), MQTT
+//! says offline, then the cameras stop, and the detector saves the night's history.
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -9,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audio::{self, CryReading};
-use crate::camera::{self, CameraHandle, CameraState, CameraStatus, Cameras, Hub, hub::HubLimits};
+use crate::camera::restream::{self, Restream};
+use crate::camera::{self, CameraState, CameraStatus, Cameras, IngestOptions};
 use crate::config::{CameraSource, Config};
 use crate::live::{Live, LiveOptions};
 use crate::mqtt::{self, CameraFeed, MqttSetup};
@@ -25,32 +28,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
     let api_listener = web::bind("api_port", config.api_port).await?;
-
-    let mut handles = Vec::new();
-    for camera in config.cameras_to_run() {
-        let hub = Hub::new(HubLimits::default());
-        let (status_tx, status_rx) = watch::channel(CameraStatus::default());
-        handles.push(CameraHandle::new(&camera.name, hub.clone(), status_rx));
-        match &camera.source {
-            CameraSource::Demo => {
-                tracing::info!(
-                    "no camera configured: starting the built-in demo camera '{}' (test pattern \
-                     with a clock, and a tone); add cameras to the options to watch your own",
-                    camera.name
-                );
-                let token = shutdown.child_token();
-                tracker.spawn(async move {
-                    if let Err(e) = camera::demo::run(hub, status_tx, token).await {
-                        tracing::error!(camera = camera::demo::DEMO_CAMERA_NAME, "{e:#}");
-                    }
-                });
-            }
-            CameraSource::Rtsp(url) => {
-                tracing::info!(camera = %camera.name, %url, "camera configured");
-            }
-        }
-    }
-    let cameras = Cameras::new(handles);
+    restream::check_port(config.rtsp_port)?;
 
     // --- Cry detection: a missing or wrong model or ONNX Runtime turns it off with one clear
     // error; streaming goes on without it. One Settings instance is shared with MQTT, whose
@@ -65,19 +43,45 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
 
-    // --- MQTT: Home Assistant's entities. Each camera's online state follows its status;
-    // until a camera's audio reaches the detector, its cry reading is a channel held here.
-    let mut cry_senders = Vec::new();
+    // --- Cameras. Not children of `shutdown`: they stop after the servers stopped accepting.
+    if config.uses_demo_camera() {
+        tracing::info!(
+            "no camera configured: starting the built-in demo camera '{}' (test pattern with a \
+             clock, and a tone); add cameras to the options to watch your own",
+            camera::demo::DEMO_CAMERA_NAME
+        );
+    }
+    let options = IngestOptions {
+        latency: config.camera_latency,
+        stall_timeout: config.stall_timeout,
+    };
+    let cameras_stop = CancellationToken::new();
+    let mut handles = Vec::new();
+    let mut cry_readings = Vec::new();
+    for camera in config.cameras_to_run() {
+        if let CameraSource::Rtsp(url) = &camera.source {
+            tracing::info!(camera = %camera.name, %url, "camera configured");
+        }
+        let spawned = camera::spawn(&camera, options, &tracker, cameras_stop.child_token());
+        // The camera's decoded audio goes to the detector; without one (no model), or for a
+        // camera without audio, its reading stays "not crying".
+        let reading = match (&detection, spawned.pcm) {
+            (Some(detection), Some(pcm)) => detection.add_camera(&camera.name, pcm),
+            _ => watch::channel(CryReading::default()).1,
+        };
+        cry_readings.push(reading);
+        handles.push(spawned.handle);
+    }
+    let cameras = Cameras::new(handles);
+
+    // --- MQTT: Home Assistant's entities. Each camera's online state follows its status.
     let feeds = cameras
         .iter()
-        .map(|handle| {
-            let (cry_tx, cry) = watch::channel(CryReading::default());
-            cry_senders.push(cry_tx);
-            CameraFeed {
-                name: handle.name().to_string(),
-                online: online_of(handle.watch_status(), &tracker, shutdown.child_token()),
-                cry,
-            }
+        .zip(cry_readings)
+        .map(|(handle, cry)| CameraFeed {
+            name: handle.name().to_string(),
+            online: online_of(handle.watch_status(), &tracker, cameras_stop.child_token()),
+            cry,
         })
         .collect();
     let mqtt_status = mqtt::start(
@@ -124,8 +128,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "go2rtc-compatible API listening"
     );
 
+    // --- The RTSP restream.
+    let restream = match Restream::start(
+        config.rtsp_port,
+        config.rtsp_auth.as_ref(),
+        &cameras,
+        tokio::runtime::Handle::current(),
+    ) {
+        Ok(restream) => restream,
+        Err(e) => {
+            shutdown.cancel();
+            cameras_stop.cancel();
+            tracker.close();
+            tracker.wait().await;
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        port = config.rtsp_port,
+        "restream listening: {}",
+        cameras
+            .iter()
+            .map(|c| format!(
+                "rtsp://<host>:{}{}",
+                config.rtsp_port,
+                restream::mount_path(c)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
     shutdown.cancelled().await;
-    drop(cry_senders);
+    // The HTTP servers and MQTT stop on their own tokens; close the restream's clients, then
+    // stop the cameras.
+    let _ = tokio::task::spawn_blocking(move || restream.stop()).await;
+    cameras_stop.cancel();
     tracker.close();
     tracker.wait().await;
     if let Some(detection) = &detection {

@@ -14,9 +14,11 @@ use gst::prelude::*;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::describe::{audio_status, video_status};
 use super::hub::{Hub, Track};
+use super::pcm::{self, PcmOutput};
 use super::sink::Session;
-use super::{AudioStatus, CameraState, CameraStatus, VideoStatus};
+use super::{CameraState, CameraStatus};
 
 pub use crate::config::DEMO_CAMERA_NAME;
 
@@ -35,14 +37,15 @@ pub const DEMO_PIPELINE: &str = "\
     ! video/x-h264,stream-format=byte-stream,alignment=au \
     ! appsink name=video sync=false max-buffers=64 drop=true \
     audiotestsrc is-live=true wave=sine freq=440 volume=0.05 samplesperbuffer=160 name=demo-audio \
-    ! audio/x-raw,rate=8000,channels=1 ! alawenc \
+    ! audio/x-raw,rate=8000,channels=1 ! alawenc ! tee name=audio-tee allow-not-linked=true \
     ! appsink name=audio sync=false max-buffers=64 drop=true";
 
-/// Runs the demo camera into `hub` until `shutdown`, reporting on `status`; the pipeline reaches
-/// `Null` on every exit.
+/// Runs the demo camera into `hub` until `shutdown`, reporting on `status` and, when given,
+/// decoding its tone for the detector into `pcm`; the pipeline reaches `Null` on every exit.
 pub async fn run(
     hub: Arc<Hub>,
     status: watch::Sender<CameraStatus>,
+    pcm: Option<PcmOutput>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pipeline = gst::parse::launch(DEMO_PIPELINE)
@@ -50,7 +53,20 @@ pub async fn run(
         .downcast::<gst::Pipeline>()
         .map_err(|_| anyhow!("the demo description is not a pipeline"))?;
     let _null_on_exit = NullOnDrop(pipeline.clone());
-    let session = Session::begin(hub, true, true);
+    let session = Session::begin(hub.clone(), true, true);
+    if let Some(pcm) = pcm {
+        let tee = pipeline
+            .by_name("audio-tee")
+            .context("the demo pipeline has no audio tee")?;
+        pcm.begin_session();
+        pcm::link_decoder(
+            pipeline.upcast_ref(),
+            &tee,
+            "alawdec",
+            DEMO_CAMERA_NAME,
+            pcm,
+        )?;
+    }
     for (name, track) in [("video", Track::Video), ("audio", Track::Audio)] {
         let sink = pipeline
             .by_name(name)
@@ -80,7 +96,7 @@ pub async fn run(
                         let was = s.state;
                         s.bitrate_kbps = kbps.round() as u32;
                         if was != CameraState::Online {
-                            *s = demo_status(kbps);
+                            *s = demo_status(&hub, kbps);
                             tracing::info!(camera = DEMO_CAMERA_NAME, "demo camera online");
                         }
                         true
@@ -103,23 +119,14 @@ pub async fn run(
     }
 }
 
-fn demo_status(kbps: f64) -> CameraStatus {
+fn demo_status(hub: &Hub, kbps: f64) -> CameraStatus {
+    let info = hub.info();
     CameraStatus {
         state: CameraState::Online,
         reason: None,
         since: SystemTime::now(),
-        video: Some(VideoStatus {
-            codec: "H.264".into(),
-            profile: Some("high".into()),
-            width: 640,
-            height: 360,
-            fps: 15.0,
-        }),
-        audio: Some(AudioStatus {
-            codec: "PCMA".into(),
-            sample_rate: 8000,
-            channels: 1,
-        }),
+        video: info.as_ref().and_then(|i| video_status(i.video.as_ref()?)),
+        audio: info.as_ref().and_then(|i| audio_status(i.audio.as_ref()?)),
         bitrate_kbps: kbps.round() as u32,
         reconnects: 0,
     }

@@ -7,7 +7,7 @@
 //! stays behind is dropped. It knows nothing of RTSP, WebRTC or MP4, and does no I/O.
 
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -111,6 +111,25 @@ struct Slot {
     /// Set when the queue was full: frames are skipped until the next keyframe.
     skipping_since: Option<Instant>,
     dropped_frames: u64,
+    /// What was handed over, for the API.
+    delivered_frames: u64,
+    delivered_bytes: u64,
+    started: SystemTime,
+    /// Who consumes (such as `rtsp+tcp 192.168.1.30:50123`), as the consumer said.
+    peer: Option<Arc<str>>,
+}
+
+/// One consumer as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerInfo {
+    pub kind: ConsumerKind,
+    /// Who consumes, if the consumer said (see [`Subscription::set_peer`]).
+    pub peer: Option<String>,
+    pub since: SystemTime,
+    /// Frames and bytes handed to it, and frames it missed for being behind.
+    pub frames: u64,
+    pub bytes: u64,
+    pub dropped_frames: u64,
 }
 
 /// The cached group of pictures: the last keyframe and the video frames after it.
@@ -227,6 +246,8 @@ impl Hub {
             let _ = tx.try_send(MediaEvent::Info(info.clone()));
         }
         let waiting_for_keyframe = cached.is_empty();
+        let cached_frames = cached.len() as u64;
+        let cached_bytes: u64 = cached.iter().map(|f| f.buffer.size() as u64).sum();
         for mut frame in cached {
             frame.cached = true;
             let _ = tx.try_send(MediaEvent::Frame(frame));
@@ -240,6 +261,10 @@ impl Hub {
             // With nothing cached, live frames before the next keyframe are of no use.
             skipping_since: waiting_for_keyframe.then(Instant::now),
             dropped_frames: 0,
+            delivered_frames: cached_frames,
+            delivered_bytes: cached_bytes,
+            started: SystemTime::now(),
+            peer: None,
         });
         Subscription {
             rx,
@@ -266,6 +291,30 @@ impl Hub {
         inner.consumers.iter().map(|s| s.kind).collect()
     }
 
+    /// Every consumer with what it received so far.
+    pub fn consumer_infos(&self) -> Vec<ConsumerInfo> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .consumers
+            .iter()
+            .map(|s| ConsumerInfo {
+                kind: s.kind,
+                peer: s.peer.as_deref().map(str::to_string),
+                since: s.started,
+                frames: s.delivered_frames,
+                bytes: s.delivered_bytes,
+                dropped_frames: s.dropped_frames,
+            })
+            .collect()
+    }
+
+    fn set_peer(&self, id: u64, peer: Arc<str>) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(slot) = inner.consumers.iter_mut().find(|s| s.id == id) {
+            slot.peer = Some(peer);
+        }
+    }
+
     fn unsubscribe(&self, id: u64) {
         let mut inner = self.inner.lock().unwrap();
         inner.consumers.retain(|s| s.id != id);
@@ -290,8 +339,10 @@ fn deliver(slot: &mut Slot, event: &MediaEvent, keyframe: bool, limits: HubLimit
     }
     match slot.tx.try_send(event.clone()) {
         Ok(()) => {
-            if !is_info {
+            if let MediaEvent::Frame(frame) = event {
                 slot.skipping_since = None;
+                slot.delivered_frames += 1;
+                slot.delivered_bytes += frame.buffer.size() as u64;
             }
             true
         }
@@ -380,6 +431,15 @@ impl Subscription {
     /// The next event if one is queued.
     pub fn try_recv(&mut self) -> Result<MediaEvent, mpsc::error::TryRecvError> {
         self.rx.try_recv()
+    }
+}
+
+impl Subscription {
+    /// Says who consumes (such as `rtsp+tcp 192.168.1.30:50123`), for the API; no secrets.
+    pub fn set_peer(&self, peer: impl Into<String>) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.set_peer(self.id, peer.into().into());
+        }
     }
 }
 
@@ -594,6 +654,24 @@ mod tests {
             hub.last_keyframe().is_some(),
             "snapshots keep the last keyframe"
         );
+    }
+
+    #[test]
+    fn consumer_infos_count_what_each_consumer_got() {
+        let hub = hub();
+        hub.set_info(info());
+        push_video(&hub, 0, true);
+        let sub = hub.subscribe(ConsumerKind::Rtsp);
+        sub.set_peer("rtsp+tcp 127.0.0.1:5000");
+        push_video(&hub, 33, false);
+        let infos = hub.consumer_infos();
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].kind, ConsumerKind::Rtsp);
+        assert_eq!(infos[0].peer.as_deref(), Some("rtsp+tcp 127.0.0.1:5000"));
+        // The cached keyframe, then the live frame.
+        assert_eq!((infos[0].frames, infos[0].bytes), (2, 200));
+        drop(sub);
+        assert!(hub.consumer_infos().is_empty());
     }
 
     #[test]

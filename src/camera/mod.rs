@@ -4,16 +4,32 @@
 //! A handle gives the camera's status and lets a consumer subscribe to its frames through the
 //! [`hub::Hub`] (GOP cache first, then live). Only this module sees a camera's credentials;
 //! everything it shows is redacted.
+//!
+//! [`spawn`] starts a camera: the demo source or an RTSP [`actor::CameraActor`] (ingest,
+//! backoff, watchdog), and, for a camera with detection on, the decoded audio for the detector.
 
+pub mod actor;
+pub mod backoff;
 pub mod demo;
+pub mod describe;
+pub mod failure;
 pub mod hub;
+pub mod ingest;
+pub mod pcm;
+pub mod restream;
 pub mod sink;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audio::PcmChunk;
+use crate::config::{CameraConfig, CameraSource};
+pub use ingest::IngestOptions;
 
 pub use hub::{
     ConsumerClock, ConsumerKind, Frame, Hub, MediaEvent, StreamInfo, Subscription, Track,
@@ -87,6 +103,8 @@ impl Default for CameraStatus {
 #[derive(Clone)]
 pub struct CameraHandle {
     name: Arc<str>,
+    /// Where the stream comes from, redacted (`rtsp://admin:***@…`, or `demo`).
+    source: Arc<str>,
     hub: Arc<Hub>,
     status: watch::Receiver<CameraStatus>,
 }
@@ -103,13 +121,30 @@ impl CameraHandle {
     pub fn new(name: &str, hub: Arc<Hub>, status: watch::Receiver<CameraStatus>) -> Self {
         Self {
             name: name.into(),
+            source: "".into(),
             hub,
             status,
         }
     }
 
+    /// The same handle, showing `source` (already redacted) as where the stream comes from.
+    pub fn with_source(mut self, source: &str) -> Self {
+        self.source = source.into();
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where the stream comes from, redacted: the camera's URL with `***` for its password.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Every consumer with what it received, for the API.
+    pub fn consumer_infos(&self) -> Vec<hub::ConsumerInfo> {
+        self.hub.consumer_infos()
     }
 
     /// The camera's status now.
@@ -173,4 +208,57 @@ impl Cameras {
     pub fn names(&self) -> Vec<String> {
         self.by_name.keys().cloned().collect()
     }
+}
+
+/// A camera started by [`spawn`].
+pub struct SpawnedCamera {
+    pub handle: CameraHandle,
+    /// The camera's audio decoded for cry detection (mono 16 kHz f32), when detection is on for
+    /// it. A camera without audio sends nothing here (its status says `audio: None`); chunks the
+    /// receiver has no room for are dropped and counted, never waited for.
+    pub pcm: Option<mpsc::Receiver<PcmChunk>>,
+}
+
+/// Starts `camera` on `tracker` until `shutdown`: its hub, status and actor.
+pub fn spawn(
+    camera: &CameraConfig,
+    options: IngestOptions,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> SpawnedCamera {
+    let hub = Hub::new(hub::HubLimits::default());
+    let (status_tx, status_rx) = watch::channel(CameraStatus::default());
+    let (pcm_output, pcm) = match camera.detection {
+        true => {
+            let (output, rx) = pcm::PcmOutput::channel();
+            (Some(output), Some(rx))
+        }
+        false => (None, None),
+    };
+    let source = match &camera.source {
+        CameraSource::Rtsp(url) => url.redacted(),
+        CameraSource::Demo => "demo".to_string(),
+    };
+    let handle = CameraHandle::new(&camera.name, hub.clone(), status_rx).with_source(&source);
+    match &camera.source {
+        CameraSource::Demo => {
+            tracker.spawn(async move {
+                if let Err(e) = demo::run(hub, status_tx, pcm_output, shutdown).await {
+                    tracing::error!(camera = demo::DEMO_CAMERA_NAME, "{e:#}");
+                }
+            });
+        }
+        CameraSource::Rtsp(url) => {
+            let actor = actor::CameraActor::new(
+                &camera.name,
+                url.clone(),
+                options,
+                hub,
+                status_tx,
+                pcm_output,
+            );
+            tracker.spawn(actor.run(shutdown));
+        }
+    }
+    SpawnedCamera { handle, pcm }
 }

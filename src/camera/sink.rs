@@ -1,10 +1,13 @@
 //! From an ingest pipeline's appsinks into the camera's [`Hub`]: one [`Session`] per pipeline
 //! run collects the tracks' formats, announces them once every expected track has negotiated,
-//! and pushes each access unit with its running time and keyframe flag.
+//! and pushes each access unit with its running time and keyframe flag. Frames that arrive
+//! before the last track negotiated are held (a few seconds' worth) and pushed once it has, so
+//! the camera's first keyframe is not lost to a late audio track.
 //!
 //! Runs on GStreamer streaming threads: nothing here blocks or panics; a callback that cannot
 //! make sense of a sample posts an element error and returns a flow error.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +34,20 @@ struct SessionState {
     audio: Option<gst::Caps>,
     announced: bool,
     received: Received,
+    /// Frames waiting for the formats to be announced, oldest first.
+    pending: VecDeque<Pending>,
 }
+
+/// A frame held until every expected track has its format.
+struct Pending {
+    track: Track,
+    buffer: gst::Buffer,
+    running_time: Duration,
+    keyframe: bool,
+}
+
+/// How many frames are held before the formats are known (the oldest go first).
+const MAX_PENDING: usize = 512;
 
 impl Session {
     /// Starts a session on `hub` (its timeline continues from the last one).
@@ -46,6 +62,7 @@ impl Session {
                 audio: None,
                 announced: false,
                 received: Received::default(),
+                pending: VecDeque::new(),
             }),
         })
     }
@@ -56,6 +73,12 @@ impl Session {
         state.expect_video = video;
         state.expect_audio = audio;
         self.announce_if_ready(&mut state);
+    }
+
+    /// Which tracks have their format so far (video, audio).
+    pub fn negotiated(&self) -> (bool, bool) {
+        let state = self.state.lock().unwrap();
+        (state.video.is_some(), state.audio.is_some())
     }
 
     /// What arrived so far.
@@ -100,39 +123,51 @@ impl Session {
             return Ok(gst::FlowSuccess::Ok);
         };
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-        {
-            let mut state = self.state.lock().unwrap();
-            if let Some(caps) = sample.caps() {
-                let slot = match track {
-                    Track::Video => &mut state.video,
-                    Track::Audio => &mut state.audio,
-                };
-                if slot.as_ref().is_none_or(|c| c != caps) {
-                    *slot = Some(caps.to_owned());
-                    state.announced = false;
-                }
+        let running_time = Duration::from_nanos(running_time.nseconds());
+        let mut state = self.state.lock().unwrap();
+        if let Some(caps) = sample.caps() {
+            let slot = match track {
+                Track::Video => &mut state.video,
+                Track::Audio => &mut state.audio,
+            };
+            if slot.as_ref().is_none_or(|c| c != caps) {
+                *slot = Some(caps.to_owned());
+                state.announced = false;
             }
-            self.announce_if_ready(&mut state);
-            if !state.announced {
-                return Ok(gst::FlowSuccess::Ok);
-            }
-            state.received.bytes += buffer.size() as u64;
-            match track {
+        }
+        state.pending.push_back(Pending {
+            track,
+            buffer,
+            running_time,
+            keyframe,
+        });
+        if state.pending.len() > MAX_PENDING {
+            state.pending.pop_front();
+        }
+        self.announce_if_ready(&mut state);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Hands the held frames to the hub once the formats are announced.
+    fn flush(&self, state: &mut SessionState) {
+        while let Some(frame) = state.pending.pop_front() {
+            state.received.bytes += frame.buffer.size() as u64;
+            match frame.track {
                 Track::Video => state.received.video_frames += 1,
                 Track::Audio => state.received.audio_frames += 1,
             }
+            self.hub.push(
+                frame.track,
+                frame.buffer,
+                frame.running_time,
+                frame.keyframe,
+            );
         }
-        self.hub.push(
-            track,
-            buffer,
-            Duration::from_nanos(running_time.nseconds()),
-            keyframe,
-        );
-        Ok(gst::FlowSuccess::Ok)
     }
 
     fn announce_if_ready(&self, state: &mut SessionState) {
         if state.announced {
+            self.flush(state);
             return;
         }
         let ready = (!state.expect_video || state.video.is_some())
@@ -143,6 +178,13 @@ impl Session {
                 audio: state.audio.clone().filter(|_| state.expect_audio),
             });
             state.announced = true;
+            // Frames of a track that is not expected (audio given up on) are not passed on.
+            let (video, audio) = (state.expect_video, state.expect_audio);
+            state.pending.retain(|f| match f.track {
+                Track::Video => video,
+                Track::Audio => audio,
+            });
+            self.flush(state);
         }
     }
 }

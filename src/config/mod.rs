@@ -12,11 +12,13 @@ mod validate;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use ice::{IceKind, IceServer};
 pub use raw::{
-    CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CRY_HOLD, DEFAULT_CRY_MIN_LEVEL, DEFAULT_CRY_THRESHOLD,
-    DEFAULT_RTSP_PORT, DEFAULT_WEB_PORT, ICE_SERVER_KEYS, LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
+    CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CAMERA_LATENCY_MS, DEFAULT_CRY_HOLD,
+    DEFAULT_CRY_MIN_LEVEL, DEFAULT_CRY_THRESHOLD, DEFAULT_RTSP_PORT, DEFAULT_STALL_TIMEOUT,
+    DEFAULT_WEB_PORT, ICE_SERVER_KEYS, LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
 };
 
 use crate::secret::{Secret, redact_url};
@@ -113,6 +115,12 @@ pub struct Config {
     pub rtsp_port: u16,
     /// Credentials a client must give to play the restream; `None` = open.
     pub rtsp_auth: Option<Credentials>,
+    /// How long each camera's jitter buffer may hold packets (`camera_latency_ms`).
+    #[serde(rename = "camera_latency_ms", serialize_with = "as_millis")]
+    pub camera_latency: Duration,
+    /// No frame for this long restarts a camera's connection (`stall_timeout`, in seconds).
+    #[serde(serialize_with = "as_seconds")]
+    pub stall_timeout: Duration,
     pub web_port: u16,
     /// Peers that may open the panel on `web_port`; empty = anyone.
     pub web_allow: Vec<IpNet>,
@@ -167,6 +175,14 @@ impl Config {
             self.cameras.clone()
         }
     }
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 fn is_json(path: &Path) -> bool {

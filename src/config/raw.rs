@@ -13,6 +13,10 @@ pub const DEFAULT_CRY_MIN_LEVEL: f64 = -70.0;
 /// Seconds without a cry before crying ends.
 pub const DEFAULT_CRY_HOLD: f64 = 10.0;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// How long the camera's jitter buffer may hold packets (over TCP they arrive in order).
+pub const DEFAULT_CAMERA_LATENCY_MS: i64 = 100;
+/// Seconds without a frame before a camera's connection is restarted.
+pub const DEFAULT_STALL_TIMEOUT: i64 = 5;
 
 /// Top-level option keys, in the order the options form shows them.
 pub const TOP_KEYS: &[&str] = &[
@@ -24,6 +28,8 @@ pub const TOP_KEYS: &[&str] = &[
     "rtsp_port",
     "rtsp_username",
     "rtsp_password",
+    "camera_latency_ms",
+    "stall_timeout",
     "web_port",
     "web_allow",
     "api_port",
@@ -57,6 +63,8 @@ pub struct RawOptions {
     pub rtsp_port: i64,
     pub rtsp_username: Option<String>,
     pub rtsp_password: Option<String>,
+    pub camera_latency_ms: i64,
+    pub stall_timeout: i64,
     pub web_port: i64,
     pub web_allow: Option<Vec<String>>,
     pub api_port: i64,
@@ -78,6 +86,8 @@ impl Default for RawOptions {
             rtsp_port: DEFAULT_RTSP_PORT.into(),
             rtsp_username: None,
             rtsp_password: None,
+            camera_latency_ms: DEFAULT_CAMERA_LATENCY_MS,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             web_port: DEFAULT_WEB_PORT.into(),
             web_allow: None,
             api_port: DEFAULT_API_PORT.into(),

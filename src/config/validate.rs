@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -12,6 +13,13 @@ use super::{
     IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem,
 };
 use crate::secret::{Secret, redact_url};
+
+/// Longest jitter-buffer latency: beyond 2 s the restream is no longer live.
+const MAX_CAMERA_LATENCY_MS: i64 = 2000;
+/// The stall watchdog's range: below 2 s a camera's hiccup would restart it; above 60 s a
+/// frozen camera would go unnoticed.
+const MIN_STALL_TIMEOUT: i64 = 2;
+const MAX_STALL_TIMEOUT: i64 = 60;
 
 /// Longest camera name: entity ids and RTSP paths stay readable.
 const MAX_CAMERA_NAME: usize = 32;
@@ -316,6 +324,24 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         raw.rtsp_password,
         &mut push,
     );
+    let camera_latency = check_whole_range(
+        "camera_latency_ms",
+        raw.camera_latency_ms,
+        (0, MAX_CAMERA_LATENCY_MS),
+        "milliseconds",
+        raw::DEFAULT_CAMERA_LATENCY_MS,
+        &mut push,
+    )
+    .map_or(Duration::ZERO, Duration::from_millis);
+    let stall_timeout = check_whole_range(
+        "stall_timeout",
+        raw.stall_timeout,
+        (MIN_STALL_TIMEOUT, MAX_STALL_TIMEOUT),
+        "seconds",
+        raw::DEFAULT_STALL_TIMEOUT,
+        &mut push,
+    )
+    .map_or(Duration::ZERO, Duration::from_secs);
     let api_auth = check_credentials(
         "api_username",
         raw.api_username,
@@ -388,6 +414,8 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         yamnet_model,
         rtsp_port,
         rtsp_auth,
+        camera_latency,
+        stall_timeout,
         web_port,
         web_allow,
         api_port,
@@ -506,6 +534,25 @@ fn check_port(key: &str, value: i64, push: &mut impl FnMut(String, String)) -> u
     }
 }
 
+/// A whole number within `range` (inclusive), in `unit`.
+fn check_whole_range(
+    key: &str,
+    value: i64,
+    (min, max): (i64, i64),
+    unit: &str,
+    default: i64,
+    push: &mut impl FnMut(String, String),
+) -> Option<u64> {
+    if (min..=max).contains(&value) {
+        return u64::try_from(value).ok();
+    }
+    push(
+        key.into(),
+        format!("{value} is out of range; use {min} to {max} {unit} (default {default})"),
+    );
+    None
+}
+
 fn check_credentials(
     user_key: &str,
     user: Option<String>,
@@ -618,6 +665,27 @@ mod tests {
         for w in words {
             assert!(hit.contains(w), "{hit:?} should contain {w:?}");
         }
+    }
+
+    #[test]
+    fn camera_latency_and_stall_timeout() {
+        let config = Config::from_yaml("", Mode::Standalone).unwrap();
+        assert_eq!(config.camera_latency, Duration::from_millis(100));
+        assert_eq!(config.stall_timeout, Duration::from_secs(5));
+        let config =
+            Config::from_yaml("camera_latency_ms: 0\nstall_timeout: 12", Mode::Standalone).unwrap();
+        assert_eq!(config.camera_latency, Duration::ZERO);
+        assert_eq!(config.stall_timeout, Duration::from_secs(12));
+        check(
+            "camera_latency_ms: 5000",
+            "camera_latency_ms",
+            &["0 to 2000 milliseconds"],
+        );
+        check(
+            "stall_timeout: 1",
+            "stall_timeout",
+            &["2 to 60 seconds", "default 5"],
+        );
     }
 
     #[test]

@@ -62,32 +62,6 @@ pub async fn info(State(state): State<WebState>, headers: HeaderMap) -> impl Int
     }))
 }
 
-/// `GET /api/streams`: every camera and every registered name, in go2rtc's shape
-/// (`{name: {"producers": [{"url": …}], "consumers": […]}}`).
-///
-/// Until the camera module's own handler lands, the cameras are listed by name only.
-pub async fn list_streams(State(state): State<WebState>) -> impl IntoResponse {
-    let mut streams = serde_json::Map::new();
-    for camera in state.cameras.iter() {
-        streams.insert(
-            camera.name().to_string(),
-            serde_json::json!({ "producers": [], "consumers": [] }),
-        );
-    }
-    for (name, registered) in state.names.list() {
-        let producers: Vec<_> = registered
-            .sources
-            .iter()
-            .map(|url| serde_json::json!({ "url": url }))
-            .collect();
-        streams.insert(
-            name,
-            serde_json::json!({ "producers": producers, "consumers": [], "camera": registered.camera }),
-        );
-    }
-    axum::Json(serde_json::Value::Object(streams))
-}
-
 /// `PUT /api/streams?name=&src=[&src=…]`: Home Assistant registers a camera entity.
 pub async fn put_stream(
     State(state): State<WebState>,

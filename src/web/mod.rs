@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod panel;
+pub mod streams;
 
 use crate::audio::Detection;
 use crate::camera::{CameraHandle, Cameras};
@@ -118,7 +119,14 @@ impl IntoResponse for ApiError {
 /// Binds `0.0.0.0:port` for the service named by the option `key`, with an error a user can act on.
 pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| port_error(key, port, &e))
+}
+
+/// What to tell the user when the port of option `key` cannot be bound.
+pub fn port_error(key: &str, port: u16, e: &std::io::Error) -> anyhow::Error {
+    match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "{key} {port} is already in use by another program; stop it or choose another \
              {key} in the options"
@@ -127,7 +135,7 @@ pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
             "{key} {port} needs privileges to bind; choose a port above 1023 in the options"
         ),
         _ => anyhow::anyhow!("cannot listen on {key} {port}: {e}"),
-    })
+    }
 }
 
 /// The live endpoints both servers carry (relative to where they are mounted).
@@ -145,6 +153,7 @@ pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
     Router::new()
         .route("/live", get(live_page))
         .route("/api/health", get(health))
+        .route("/api/streams", get(streams::streams))
         .merge(panel::routes())
         .merge(live_routes())
         .with_state(state)
@@ -155,7 +164,7 @@ pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
 pub fn api_router(state: WebState, credentials: Option<Credentials>) -> Router {
     Router::new()
         .route("/api", get(api::info))
-        .route("/api/streams", get(api::list_streams).put(api::put_stream))
+        .route("/api/streams", get(streams::streams).put(api::put_stream))
         .merge(live_routes())
         .with_state(state)
         .layer(middleware::from_fn(ws::check_origin))

@@ -3,12 +3,14 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod fake_camera;
 pub mod fake_supervisor;
 pub mod home_assistant;
 pub mod mosquitto;
 pub mod mqtt_probe;
 pub mod mqtt_run;
 pub mod netns;
+pub mod rtsp_client;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -237,10 +239,52 @@ pub fn check_config(name: &str, text: &str) -> (i32, String, String) {
     )
 }
 
-/// A minimal HTTP/1.1 GET on loopback; returns the whole response (status line, headers, body).
-pub fn http_get(port: u16, path: &str) -> String {
+/// The three ports of one `vigil run`, all free.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub rtsp: u16,
+    pub web: u16,
+    pub api: u16,
+}
+
+impl Ports {
+    pub fn free() -> Self {
+        Self {
+            rtsp: free_port(),
+            web: free_port(),
+            api: free_port(),
+        }
+    }
+
+    /// The ports as options, followed by `extra`.
+    pub fn options(&self, extra: &str) -> String {
+        format!(
+            "rtsp_port: {}\nweb_port: {}\napi_port: {}\n{extra}",
+            self.rtsp, self.web, self.api
+        )
+    }
+
+    /// The restream URL of `camera`.
+    pub fn restream(&self, camera: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{camera}", self.rtsp)
+    }
+}
+
+/// `cameras:` options for (name, url) pairs.
+pub fn cameras_yaml(cameras: &[(&str, &str)]) -> String {
+    let mut yaml = String::from("cameras:\n");
+    for (name, url) in cameras {
+        yaml.push_str(&format!("  - name: {name}\n    url: {url}\n"));
+    }
+    yaml
+}
+
+/// A minimal HTTP/1.1 GET on loopback: (status code, body); status 0 when nothing listens.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, "connection refused".into());
+    };
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -249,31 +293,79 @@ pub fn http_get(port: u16, path: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The body of a response from [`http_get`] (chunked transfer decoded).
-pub fn http_body(response: &str) -> String {
-    let Some((head, body)) = response.split_once("\r\n\r\n") else {
-        return String::new();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let out = String::from_utf8_lossy(&raw).into_owned();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let Some((head, body)) = out.split_once("\r\n\r\n") else {
+        return (status, String::new());
     };
     if !head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return body.to_string();
+        return (status, body.to_string());
     }
-    let mut out = String::new();
+    let mut whole = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {
         let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if size == 0 || tail.len() < size {
             break;
         }
-        out.push_str(&tail[..size]);
+        whole.push_str(&tail[..size]);
         rest = tail[size..].trim_start_matches("\r\n");
     }
-    out
+    (status, whole)
+}
+
+/// Waits until the panel answers (Vigil has started its servers).
+pub fn wait_for_panel(web_port: u16) {
+    wait_until("the panel answering", Duration::from_secs(20), || {
+        http_get(web_port, "/api/health").0 == 200
+    });
+}
+
+/// `GET /api/streams` on the panel port, parsed.
+pub fn streams(web_port: u16) -> serde_json::Value {
+    let (status, body) = http_get(web_port, "/api/streams");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The producer of `camera` in `/api/streams`.
+pub fn producer(web_port: u16, camera: &str) -> serde_json::Value {
+    streams(web_port)[camera]["producers"][0].clone()
+}
+
+/// Polls `done` every 20 ms; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

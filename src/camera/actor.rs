@@ -1,0 +1,275 @@
+//! The camera actor: one tokio task per camera that owns its ingest, keeps it alive and reports
+//! how it is doing.
+//!
+//! It connects, watches the bus and a stall watchdog, and after any failure waits as the
+//! [`Backoff`] says and connects again, for as long as Vigil runs. Its status (state, reason,
+//! formats, bitrate, reconnects) goes out on a `watch` channel; every text in it is redacted.
+//! It never blocks the runtime: pipelines are stopped on the blocking pool.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::describe::{audio_status, video_status};
+use super::failure::{Failure, FailureKind};
+use super::hub::Hub;
+use super::ingest::{Ingest, IngestOptions};
+use super::pcm::PcmOutput;
+use super::{CameraState, CameraStatus};
+use crate::config::CameraUrl;
+use crate::secret::Redactor;
+
+/// How often the actor looks at its ingest (watchdog, status).
+const TICK: Duration = Duration::from_millis(250);
+/// How often the bitrate in the status is updated.
+const BITRATE_EVERY: Duration = Duration::from_secs(2);
+/// How long the first frame may take after the connection starts (it may wait for a keyframe).
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for an announced audio track that sends nothing before going on without it.
+const AUDIO_GRACE: Duration = Duration::from_secs(3);
+
+/// One camera's actor; [`CameraActor::run`] consumes it.
+pub struct CameraActor {
+    name: String,
+    url: CameraUrl,
+    options: IngestOptions,
+    hub: Arc<Hub>,
+    status: watch::Sender<CameraStatus>,
+    pcm: Option<PcmOutput>,
+    redactor: Redactor,
+}
+
+impl CameraActor {
+    pub fn new(
+        name: &str,
+        url: CameraUrl,
+        options: IngestOptions,
+        hub: Arc<Hub>,
+        status: watch::Sender<CameraStatus>,
+        pcm: Option<PcmOutput>,
+    ) -> Self {
+        let mut redactor = Redactor::new();
+        redactor.add_url(url.expose());
+        Self {
+            name: name.to_string(),
+            url,
+            options,
+            hub,
+            status,
+            pcm,
+            redactor,
+        }
+    }
+
+    /// Keeps the camera connected until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let mut last_failure: Option<FailureKind> = None;
+        let mut ever_online = false;
+        loop {
+            self.set_state(CameraState::Connecting);
+            let attempt = Ingest::start(
+                &self.name,
+                &self.url,
+                self.options,
+                self.hub.clone(),
+                self.pcm.clone(),
+            );
+            let failure = match attempt {
+                Ok(ingest) => {
+                    let outcome = self
+                        .watch(&ingest, &mut backoff, &mut ever_online, &shutdown)
+                        .await;
+                    ingest.stop().await;
+                    match outcome {
+                        Some(failure) => failure,
+                        None => return,
+                    }
+                }
+                Err(e) => Failure::new(FailureKind::BadStream, format!("{e:#}"), &self.redactor),
+            };
+            let was_online = self.status.borrow().state == CameraState::Online;
+            let reason = failure.reason(&self.url.redacted());
+            if was_online || last_failure != Some(failure.kind) {
+                tracing::warn!(camera = %self.name, "{reason}");
+            } else {
+                tracing::debug!(camera = %self.name, "{reason}");
+            }
+            last_failure = Some(failure.kind);
+            self.status.send_modify(|s| {
+                if s.state != CameraState::Offline {
+                    s.since = SystemTime::now();
+                }
+                s.state = CameraState::Offline;
+                s.reason = Some(reason);
+                s.bitrate_kbps = 0;
+            });
+            let delay = backoff.next_delay(failure.kind, Instant::now(), fastrand::f64());
+            tracing::debug!(camera = %self.name, "next attempt in {delay:.1?}");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Watches one attempt until it fails (`Some`) or Vigil stops (`None`).
+    async fn watch(
+        &self,
+        ingest: &Ingest,
+        backoff: &mut Backoff,
+        ever_online: &mut bool,
+        shutdown: &CancellationToken,
+    ) -> Option<Failure> {
+        let bus = ingest.bus()?;
+        let mut messages = bus.stream();
+        let mut tick = tokio::time::interval(TICK);
+        let started = Instant::now();
+        let mut progress = (started, 0u64);
+        let mut video_negotiated_at = None;
+        let mut meter = (started, 0u64, 0u64);
+        let mut online = false;
+        // Without a frame rate in the stream's headers, the status shows the measured one.
+        let mut measure_fps = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Some(Failure::new(FailureKind::Ended, "the pipeline's bus closed", &self.redactor));
+                    };
+                    if let Some(failure) = self.failure_of(&message) {
+                        return Some(failure);
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let offer = ingest.offer();
+                    if offer.described && offer.video.is_none() {
+                        let offered = if offer.ignored.is_empty() { "nothing".into() } else { offer.ignored.join(", ") };
+                        return Some(Failure::new(FailureKind::NoVideo, format!("the camera offers {offered}"), &self.redactor));
+                    }
+                    let received = ingest.received();
+                    if received.video_frames != progress.1 {
+                        progress = (now, received.video_frames);
+                    }
+                    let allowed = if received.video_frames == 0 {
+                        FIRST_FRAME_TIMEOUT.max(self.options.stall_timeout)
+                    } else {
+                        self.options.stall_timeout
+                    };
+                    if now - progress.0 >= allowed {
+                        return Some(Failure::stalled(allowed));
+                    }
+                    if received.video_frames == 0 && offer.audio.is_some() {
+                        let (video, audio) = ingest.negotiated();
+                        if video && !audio {
+                            let since = *video_negotiated_at.get_or_insert(now);
+                            if now - since >= AUDIO_GRACE {
+                                tracing::warn!(camera = %self.name, "the camera announced audio but sends none: going on without it");
+                                ingest.give_up_audio();
+                            }
+                        }
+                    }
+                    if !online && received.video_frames > 0 {
+                        online = true;
+                        backoff.on_online(now);
+                        measure_fps = self.went_online(*ever_online);
+                        *ever_online = true;
+                    }
+                    if now - meter.0 >= BITRATE_EVERY {
+                        let seconds = (now - meter.0).as_secs_f64();
+                        let kbps = (received.bytes - meter.1) as f64 * 8.0 / seconds / 1000.0;
+                        let fps = (received.video_frames - meter.2) as f64 / seconds;
+                        meter = (now, received.bytes, received.video_frames);
+                        self.status.send_if_modified(|s| {
+                            let before = (s.bitrate_kbps, s.video.as_ref().map(|v| v.fps));
+                            s.bitrate_kbps = kbps.round() as u32;
+                            if let Some(video) = s.video.as_mut().filter(|_| measure_fps) {
+                                video.fps = (fps * 10.0).round() as f32 / 10.0;
+                            }
+                            before != (s.bitrate_kbps, s.video.as_ref().map(|v| v.fps))
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A failure the message reports, if any; warnings are logged.
+    fn failure_of(&self, message: &gst::Message) -> Option<Failure> {
+        match message.view() {
+            gst::MessageView::Error(e) => Some(Failure::from_error(
+                &e.error(),
+                e.debug().as_deref(),
+                &self.redactor,
+            )),
+            gst::MessageView::Eos(_) => Some(Failure::new(
+                FailureKind::Ended,
+                "the camera ended the stream",
+                &self.redactor,
+            )),
+            gst::MessageView::Warning(w) => {
+                tracing::debug!(
+                    camera = %self.name,
+                    "{}",
+                    self.redactor.redact(&format!("{} {}", w.error(), w.debug().unwrap_or_default()))
+                );
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Reports the camera online; returns true when its frame rate must be measured.
+    fn went_online(&self, reconnected: bool) -> bool {
+        let info = self.hub.info();
+        let video = info
+            .as_ref()
+            .and_then(|i| i.video.as_ref())
+            .and_then(|c| video_status(c));
+        let audio = info
+            .as_ref()
+            .and_then(|i| i.audio.as_ref())
+            .and_then(|c| audio_status(c));
+        let measure_fps = video.as_ref().is_some_and(|v| v.fps == 0.0);
+        self.status.send_modify(|s| {
+            if reconnected {
+                s.reconnects += 1;
+            }
+            s.state = CameraState::Online;
+            s.reason = None;
+            s.since = SystemTime::now();
+            s.video = video.clone();
+            s.audio = audio.clone();
+        });
+        let describe_video = video.map_or("no video".into(), |v| {
+            format!("{} {}x{} {} fps", v.codec, v.width, v.height, v.fps)
+        });
+        let describe_audio = audio.map_or("no audio (cry detection is off for it)".into(), |a| {
+            format!("{} {} Hz", a.codec, a.sample_rate)
+        });
+        tracing::info!(
+            camera = %self.name,
+            url = %self.url,
+            "camera {}: {describe_video}, {describe_audio}",
+            if reconnected { "back online" } else { "online" }
+        );
+        measure_fps
+    }
+
+    fn set_state(&self, state: CameraState) {
+        self.status.send_if_modified(|s| {
+            if s.state == state {
+                return false;
+            }
+            s.state = state;
+            s.since = SystemTime::now();
+            true
+        });
+    }
+}

@@ -1,0 +1,170 @@
+//! Streams that heal themselves: a camera that goes away and comes back, one that is down at
+//! start, one with the wrong password, one that sends garbage, one that freezes. Real fake
+//! cameras over RTSP/TCP, the real `vigil` binary, real GStreamer clients.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fake_camera::FakeCamera;
+use common::rtsp_client::{ClientOptions, RtspClient};
+use common::{Ports, Vigil, cameras_yaml, free_port, producer, wait_until};
+
+fn state(web_port: u16, camera: &str) -> String {
+    producer(web_port, camera)["state"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn reason(web_port: u16, camera: &str) -> String {
+    producer(web_port, camera)["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn a_connected_client_plays_on_after_a_ten_second_outage() {
+    let mut camera = FakeCamera::start(&["--gop", "30"]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&[("nursery", &camera.url())])));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    let client = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+    client.wait("frames", Duration::from_secs(10), |c| c.au_count() > 10);
+
+    camera.stop();
+    wait_until("the camera seen offline", Duration::from_secs(10), || {
+        state(ports.web, "nursery") != "online"
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let before = client.au_count();
+    camera.restart();
+    let back = Instant::now();
+    client.wait("frames after the outage", Duration::from_secs(10), |c| {
+        c.au_count() > before
+    });
+    let took = client.aus()[before].at.duration_since(back);
+    // A loose bound for a loaded machine; the benchmark has the figure.
+    assert!(
+        took < Duration::from_millis(2500),
+        "video back {took:?} after the camera"
+    );
+    assert!(client.error().is_none(), "{:?}", client.error());
+    wait_until("reconnects counted", Duration::from_secs(5), || {
+        producer(ports.web, "nursery")["reconnects"] == 1
+    });
+    // Still the same client: the restream kept its connection through the outage.
+    assert_eq!(
+        common::streams(ports.web)["nursery"]["consumers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_camera_down_at_start_comes_up_when_it_appears() {
+    let port = free_port();
+    let ports = Ports::free();
+    let url = format!("rtsp://127.0.0.1:{port}/stream");
+    let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&[("nursery", &url)])));
+    vigil.wait_for_log("panel listening", Duration::from_secs(20));
+    wait_until(
+        "the camera reported unreachable",
+        Duration::from_secs(10),
+        || reason(ports.web, "nursery").starts_with("unreachable"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let _camera = FakeCamera::start_on(port, &[]);
+    wait_until("the camera online", Duration::from_secs(10), || {
+        state(ports.web, "nursery") == "online"
+    });
+    let client = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+    client.wait("frames", Duration::from_secs(10), |c| c.au_count() > 10);
+}
+
+#[test]
+fn a_wrong_password_says_unauthorized_and_retries() {
+    let secret = "Wr0ngS3cret";
+    let camera = FakeCamera::start(&["--username", "admin", "--password", "right"]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "log_level: debug\n{}",
+        cameras_yaml(&[("nursery", &camera.url_with("admin", secret))])
+    )));
+    vigil.wait_for_log("unauthorized (401)", Duration::from_secs(20));
+    let shown = reason(ports.web, "nursery");
+    assert!(shown.starts_with("unauthorized (401)"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "rtsp://admin:***@127.0.0.1:{}/stream",
+            camera.port
+        )),
+        "{shown}"
+    );
+    // It keeps trying (slowly: a wrong password does not fix itself).
+    wait_until("a second attempt", Duration::from_secs(15), || {
+        vigil.output().matches("unauthorized (401)").count() >= 2
+    });
+    let api = common::http_get(ports.web, "/api/streams").1;
+    assert!(!api.contains(secret), "{api}");
+    assert!(!vigil.output().contains(secret), "{}", vigil.output());
+}
+
+#[test]
+fn a_garbage_camera_is_an_error_and_the_others_play_on() {
+    let garbage = FakeCamera::start(&["--garbage"]);
+    let good = FakeCamera::start(&[]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "log_level: debug\n{}",
+        cameras_yaml(&[("noise", &garbage.url()), ("nursery", &good.url())])
+    )));
+    vigil.wait_for_log("panel listening", Duration::from_secs(20));
+    wait_until(
+        "the garbage camera reported",
+        Duration::from_secs(15),
+        || reason(ports.web, "noise").starts_with("bad stream"),
+    );
+    assert_eq!(state(ports.web, "noise"), "offline");
+    wait_until("retries", Duration::from_secs(15), || {
+        vigil.output().matches("bad stream").count() >= 3
+    });
+    let client = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+    client.wait(
+        "frames from the good camera",
+        Duration::from_secs(10),
+        |c| c.au_count() > 20,
+    );
+    assert!(!vigil.output().contains("panicked"), "{}", vigil.output());
+    let (status, _) = vigil.terminate();
+    assert!(status.success(), "{}", vigil.output());
+}
+
+#[test]
+fn a_frozen_camera_is_restarted_by_the_watchdog() {
+    let camera = FakeCamera::start(&[]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "stall_timeout: 2\n{}",
+        cameras_yaml(&[("nursery", &camera.url())])
+    )));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    camera.pause();
+    let frozen = Instant::now();
+    wait_until("the stall noticed", Duration::from_secs(10), || {
+        reason(ports.web, "nursery").starts_with("stalled")
+    });
+    let noticed = frozen.elapsed();
+    assert!(
+        noticed >= Duration::from_secs(2) && noticed < Duration::from_secs(6),
+        "{noticed:?}"
+    );
+    camera.resume();
+    wait_until("the camera back online", Duration::from_secs(15), || {
+        state(ports.web, "nursery") == "online"
+    });
+    assert_eq!(producer(ports.web, "nursery")["reconnects"], 1);
+}
