@@ -265,6 +265,8 @@ fn link_video(
     if options.decode || options.render {
         let queue = make("queue")?;
         let decode = make(if h265 { "avdec_h265" } else { "avdec_h264" })?;
+        // Only real pictures: no grey frames before the first keyframe.
+        decode.set_property("output-corrupt", false);
         let sink = gst_app::AppSink::builder().sync(options.render).build();
         bin.add_many([&queue, &decode, sink.upcast_ref()])?;
         gst::Element::link_many([&queue, &decode, sink.upcast_ref()])?;

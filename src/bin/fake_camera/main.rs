@@ -172,8 +172,10 @@ fn main() -> anyhow::Result<()> {
 fn launch_description(args: &Args) -> String {
     let encode = match args.video {
         VideoCodec::H264 => format!(
+            // One slice per frame, as most cameras send (x264's low-latency threading would
+            // cut each frame into a slice per thread).
             "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 bitrate={} \
-             key-int-max={} ! video/x-h264,profile=main \
+             key-int-max={} threads=1 sliced-threads=false \
              ! rtph264pay name=pay0 pt=96 config-interval=-1",
             args.bitrate, args.gop
         ),

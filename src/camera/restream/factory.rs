@@ -63,8 +63,14 @@ mod imp {
                 return;
             };
             // Send as fast as the data comes: the timestamps are the client's own, not a clock
-            // to wait for (see feeder).
+            // to wait for (see feeder). A PLAY turns rate control back on (gst-rtsp-server
+            // 1.22 sets it from the request), so it is turned off again once the media plays.
             media.set_rate_control(false);
+            media.connect_new_state(|media, state| {
+                if state == gst::State::Playing as i32 {
+                    media.set_rate_control(false);
+                }
+            });
             let client =
                 gst_rtsp_server::RTSPContext::with_current_context(|ctx| ctx.client().cloned())
                     .flatten();

@@ -3,11 +3,11 @@
 //! stays as live as the camera. Runs as a tokio task per client; never blocks.
 //!
 //! A client is closed when it falls behind (the hub drops it, or its `appsrc` queue grows past
-//! [`CLIENT_LAG_LIMIT`]) or when the camera's formats change in a way its SDP cannot follow. It
+//! [`CLIENT_LAG_LIMIT`] for a second) or when the camera's formats change in a way its SDP cannot follow. It
 //! never delays the camera or the other clients: each has its own media and its own queue.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gst::glib;
@@ -19,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::factory::FactoryContext;
 use crate::camera::{ConsumerClock, ConsumerKind, MediaEvent, StreamInfo, Subscription, Track};
 
-/// How far behind live a client's queue may get before the client is closed.
+/// How far behind live a client's queue may get before the client is closed...
 pub const CLIENT_LAG_LIMIT: Duration = Duration::from_secs(2);
+/// ...for this long.
+const LAG_PERSISTS: Duration = Duration::from_secs(1);
 
 /// The name of a track's `appsrc` in a client's media.
 pub fn source_name(role: &str) -> String {
@@ -97,6 +99,7 @@ impl Feed {
         }
         let mut clock = ConsumerClock::new();
         let mut batch = AudioBatch::default();
+        let mut lagging_since: Option<Instant> = None;
         let mut join_audio = joinable(&self.described.as_ref().and_then(|d| d.audio.clone()));
         let base = self
             .element
@@ -146,7 +149,12 @@ impl Feed {
                 src.as_ref()
                     .map_or(Duration::ZERO, |s| s.current_level_time().into())
             };
-            if lag(&self.video).max(lag(&self.audio)) > CLIENT_LAG_LIMIT {
+            // Right after a camera outage the queue spans the outage for a moment (its newest
+            // frame is seconds after the last one out); a client that stopped reading stays
+            // behind.
+            if lag(&self.video).max(lag(&self.audio)) <= CLIENT_LAG_LIMIT {
+                lagging_since = None;
+            } else if lagging_since.get_or_insert_with(Instant::now).elapsed() >= LAG_PERSISTS {
                 self.close(&main_context, "it stopped reading");
                 return;
             }
