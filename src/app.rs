@@ -63,11 +63,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             tracing::info!(camera = %camera.name, %url, "camera configured");
         }
         let spawned = camera::spawn(&camera, options, &tracker, cameras_stop.child_token());
-        // The camera's decoded audio goes to the detector; without one (no model), or for a
-        // camera without audio, its reading stays "not crying".
-        let reading = match (&detection, spawned.pcm) {
-            (Some(detection), Some(pcm)) => detection.add_camera(&camera.name, pcm),
-            _ => watch::channel(CryReading::default()).1,
+        // The camera's decoded audio goes to the detector; without one (no model), its
+        // reading stays "not crying" (and a camera without audio sends nothing).
+        let reading = match &detection {
+            Some(detection) => detection.add_camera(&camera.name, spawned.pcm),
+            None => watch::channel(CryReading::default()).1,
         };
         cry_readings.push(reading);
         handles.push(spawned.handle);

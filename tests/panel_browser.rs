@@ -1,7 +1,7 @@
 //! The panel in a real headless Chromium, through a stand-in for the Supervisor's ingress proxy
 //! (the page lives under /api/hassio_ingress/<token>/), inside a private network namespace:
 //! it lists the cameras, plays them over WebRTC, and falls back to MSE when WebRTC cannot
-//! connect (as through a tunnel).
+//! connect (as through a tunnel), and shows the crying badge within 2 s of a cry at the camera.
 
 mod common;
 
@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::chromium::{Chromium, Page};
+use common::fake_camera::FakeCamera;
 use common::{Vigil, free_port, netns};
 
 const TOKEN: &str = "Yx9c2hX0abcdEFGH";
@@ -184,6 +185,59 @@ fn the_panel_falls_back_to_mse_when_webrtc_cannot_connect() {
             "MSE played only after {took:?}"
         );
         println!("panel playing over MSE {took:?} after opening (WebRTC blocked)");
+    });
+    vigil.terminate();
+}
+
+/// The badge of `camera`'s card, or null before the card exists.
+fn badge_of(camera: &str) -> String {
+    format!(
+        r#"(() => {{ const b = document.querySelector('.card[data-camera="{camera}"] .badge'); return b ? b.textContent : null; }})()"#
+    )
+}
+
+#[test]
+fn the_crying_badge_shows_within_two_seconds_of_a_cry_at_the_camera() {
+    if !netns::enter("the_crying_badge_shows_within_two_seconds_of_a_cry_at_the_camera") {
+        return;
+    }
+    let mut camera = FakeCamera::start(&["--audio", "pcma"]);
+    let web_port = free_port();
+    let mut vigil = Vigil::start(&format!(
+        "web_port: {web_port}\napi_port: {}\nrtsp_port: {}\nweb_allow: [127.0.0.1]\n\
+         cameras:\n  - {{name: nursery, url: '{}'}}\n",
+        free_port(),
+        free_port(),
+        camera.url()
+    ));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    let ingress = Ingress::start(web_port);
+    let clip = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/audio/cry_03_burping.wav");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut chromium = Chromium::launch().await;
+        let page = chromium.open(&ingress.panel_url()).await;
+        let badge = badge_of("nursery");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while chromium.eval(&page, &badge).await != "Quiet" {
+            assert!(Instant::now() < deadline, "the badge never said Quiet");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The cry is audible 0.55 s into this clip (its level; see tests/cry_camera.rs).
+        camera.play(&clip);
+        let audible = Instant::now() + Duration::from_millis(550);
+        let deadline = audible + Duration::from_secs(10);
+        while chromium.eval(&page, &badge).await != "Crying" {
+            assert!(Instant::now() < deadline, "the badge never said Crying");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = Instant::now().saturating_duration_since(audible);
+        print_log_on_failure(&vigil, &chromium.log());
+        println!("crying badge {took:?} after the cry became audible");
+        assert!(
+            took <= Duration::from_secs(2),
+            "the crying badge took {took:?} (at most 2 s)"
+        );
     });
     vigil.terminate();
 }

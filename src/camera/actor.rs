@@ -39,7 +39,7 @@ pub struct CameraActor {
     options: IngestOptions,
     hub: Arc<Hub>,
     status: watch::Sender<CameraStatus>,
-    pcm: Option<PcmOutput>,
+    pcm: PcmOutput,
     redactor: Redactor,
 }
 
@@ -50,7 +50,7 @@ impl CameraActor {
         options: IngestOptions,
         hub: Arc<Hub>,
         status: watch::Sender<CameraStatus>,
-        pcm: Option<PcmOutput>,
+        pcm: PcmOutput,
     ) -> Self {
         let mut redactor = Redactor::new();
         redactor.add_url(url.expose());

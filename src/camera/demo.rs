@@ -45,7 +45,7 @@ pub const DEMO_PIPELINE: &str = "\
 pub async fn run(
     hub: Arc<Hub>,
     status: watch::Sender<CameraStatus>,
-    pcm: Option<PcmOutput>,
+    pcm: PcmOutput,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pipeline = gst::parse::launch(DEMO_PIPELINE)
@@ -54,19 +54,17 @@ pub async fn run(
         .map_err(|_| anyhow!("the demo description is not a pipeline"))?;
     let _null_on_exit = NullOnDrop(pipeline.clone());
     let session = Session::begin(hub.clone(), true, true);
-    if let Some(pcm) = pcm {
-        let tee = pipeline
-            .by_name("audio-tee")
-            .context("the demo pipeline has no audio tee")?;
-        pcm.begin_session();
-        pcm::link_decoder(
-            pipeline.upcast_ref(),
-            &tee,
-            "alawdec",
-            DEMO_CAMERA_NAME,
-            pcm,
-        )?;
-    }
+    let tee = pipeline
+        .by_name("audio-tee")
+        .context("the demo pipeline has no audio tee")?;
+    pcm.begin_session();
+    pcm::link_decoder(
+        pipeline.upcast_ref(),
+        &tee,
+        "alawdec",
+        DEMO_CAMERA_NAME,
+        pcm,
+    )?;
     for (name, track) in [("video", Track::Video), ("audio", Track::Audio)] {
         let sink = pipeline
             .by_name(name)

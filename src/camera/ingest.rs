@@ -62,15 +62,13 @@ impl Ingest {
         url: &CameraUrl,
         options: IngestOptions,
         hub: Arc<Hub>,
-        pcm: Option<PcmOutput>,
+        pcm: PcmOutput,
     ) -> anyhow::Result<Self> {
         let pipeline = gst::Pipeline::with_name(&format!("{camera}-ingest"));
         let source = rtspsrc(camera, url, options)?;
         pipeline.add(&source)?;
         let session = Session::begin(hub, true, true);
-        if let Some(pcm) = &pcm {
-            pcm.begin_session();
-        }
+        pcm.begin_session();
         let offer = Arc::new(Mutex::new(Offer::default()));
 
         let chosen = offer.clone();
@@ -266,7 +264,7 @@ fn link_track(
     camera: &str,
     pad: &gst::Pad,
     session: &Arc<Session>,
-    pcm: Option<PcmOutput>,
+    pcm: PcmOutput,
 ) -> anyhow::Result<()> {
     let caps = pad.current_caps().context("a camera track without caps")?;
     let s = caps.structure(0).context("empty caps")?;
@@ -312,7 +310,7 @@ fn link_track(
         filter.set_property("caps", byte_stream_caps(name));
         elements.push(filter);
     }
-    let detector = pcm.zip(chain.decoder);
+    let detector = chain.decoder.map(|decoder| (pcm, decoder));
     let tee = match detector {
         Some(_) => {
             let tee = make("tee", "tee")?;

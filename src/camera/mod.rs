@@ -6,7 +6,7 @@
 //! everything it shows is redacted.
 //!
 //! [`spawn`] starts a camera: the demo source or an RTSP [`actor::CameraActor`] (ingest,
-//! backoff, watchdog), and, for a camera with detection on, the decoded audio for the detector.
+//! backoff, watchdog), and the decoded audio for the detector.
 
 pub mod actor;
 pub mod backoff;
@@ -213,10 +213,11 @@ impl Cameras {
 /// A camera started by [`spawn`].
 pub struct SpawnedCamera {
     pub handle: CameraHandle,
-    /// The camera's audio decoded for cry detection (mono 16 kHz f32), when detection is on for
-    /// it. A camera without audio sends nothing here (its status says `audio: None`); chunks the
-    /// receiver has no room for are dropped and counted, never waited for.
-    pub pcm: Option<mpsc::Receiver<PcmChunk>>,
+    /// The camera's audio decoded for cry detection (mono 16 kHz f32), whether detection is on
+    /// or off (the detector skips inference while it is off). A camera without audio sends
+    /// nothing here (its status says `audio: None`); chunks the receiver has no room for are
+    /// dropped and counted, never waited for.
+    pub pcm: mpsc::Receiver<PcmChunk>,
 }
 
 /// Starts `camera` on `tracker` until `shutdown`: its hub, status and actor.
@@ -228,13 +229,9 @@ pub fn spawn(
 ) -> SpawnedCamera {
     let hub = Hub::new(hub::HubLimits::default());
     let (status_tx, status_rx) = watch::channel(CameraStatus::default());
-    let (pcm_output, pcm) = match camera.detection {
-        true => {
-            let (output, rx) = pcm::PcmOutput::channel();
-            (Some(output), Some(rx))
-        }
-        false => (None, None),
-    };
+    // The audio branch runs whatever the `detection` option says: Home Assistant's switch can
+    // turn listening on at run time, and decoding a camera's audio costs little.
+    let (pcm_output, pcm) = pcm::PcmOutput::channel();
     let source = match &camera.source {
         CameraSource::Rtsp(url) => url.redacted(),
         CameraSource::Demo => "demo".to_string(),

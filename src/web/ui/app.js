@@ -2,7 +2,8 @@
 // night's timeline. Every URL is relative, so the page works under Home Assistant's ingress path.
 "use strict";
 
-const STATE_EVERY_MS = 1000;
+// Half a second: the crying badge shows within 2 s of a cry (detection takes about 1.2 s).
+const STATE_EVERY_MS = 500;
 const HISTORY_EVERY_MS = 60000;
 const TIMELINE_HOURS = 12;
 
