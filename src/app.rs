@@ -27,7 +27,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
-    let api_listener = web::bind("api_port", config.api_port).await?;
+    let api_listeners = web::bind_api(config.api_exposure(), config.api_port).await?;
+    let lan_listener = web::bind_lan(config.lan_port).await?;
     restream::check_port(config.rtsp_port)?;
 
     // --- Cry detection: a missing or wrong model or ONNX Runtime turns it off with one clear
@@ -108,8 +109,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rtsp_port: config.rtsp_port,
     };
     let panel = web::panel_router(state.clone(), config.web_allow.clone());
-    let api = web::api_router(state, config.api_auth.clone());
-    for (what, listener, router) in [("panel", web_listener, panel), ("API", api_listener, api)] {
+    let api = web::api_router(
+        state.clone(),
+        web::ApiAuth {
+            credentials: config.api_auth.clone(),
+            options: "api_username and api_password",
+        },
+        web::api_peers(config.api_exposure()),
+    );
+    let mut servers = vec![("panel", web_listener, panel)];
+    servers.extend(api_listeners.into_iter().map(|l| ("API", l, api.clone())));
+    if let Some(listener) = lan_listener {
+        let lan = web::api_router(
+            state,
+            web::ApiAuth {
+                credentials: config.lan_auth.clone(),
+                options: "lan_username and lan_password",
+            },
+            Vec::new(),
+        );
+        servers.push(("LAN", listener, lan));
+    }
+    for (what, listener, router) in servers {
         let token = shutdown.child_token();
         tracker.spawn(async move {
             if let Err(e) = web::serve(listener, router, token).await {
@@ -125,8 +146,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(
         port = config.api_port,
         auth = config.api_auth.is_some(),
+        exposure = ?config.api_exposure(),
         "go2rtc-compatible API listening"
     );
+    if let Some(port) = config.lan_port {
+        tracing::info!(
+            port,
+            auth = config.lan_auth.is_some(),
+            "LAN port listening for players: http://<host>:{port}/api/stream.mp4?src=<camera>"
+        );
+    }
 
     // --- The RTSP restream.
     let restream = match Restream::start(
