@@ -14,6 +14,7 @@ use crate::audio::{self, CryReading};
 use crate::camera::restream::{self, Restream};
 use crate::camera::{self, CameraState, CameraStatus, Cameras, IngestOptions};
 use crate::config::{CameraSource, Config};
+use crate::homeassistant::{self, HaCamerasSetup};
 use crate::live::{Live, LiveOptions};
 use crate::mqtt::{self, CameraFeed, MqttSetup};
 use crate::settings::Settings;
@@ -76,7 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let cameras = Cameras::new(handles);
 
     // --- MQTT: Home Assistant's entities. Each camera's online state follows its status.
-    let feeds = cameras
+    let feeds: Vec<CameraFeed> = cameras
         .iter()
         .zip(cry_readings)
         .map(|(handle, cry)| CameraFeed {
@@ -84,6 +85,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             online: online_of(handle.watch_status(), &tracker, cameras_stop.child_token()),
             cry,
         })
+        .collect();
+    let online: Vec<_> = feeds
+        .iter()
+        .map(|feed| (feed.name.clone(), feed.online.clone()))
         .collect();
     let mqtt_status = mqtt::start(
         MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env()),
@@ -185,6 +190,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             ))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+
+    // --- Camera entities in Home Assistant, once the restream and the API are up (Home
+    // Assistant's flow opens both).
+    homeassistant::start(
+        HaCamerasSetup::new(&config, Supervisor::from_env(), online),
+        &tracker,
+        shutdown.child_token(),
     );
 
     shutdown.cancelled().await;

@@ -227,6 +227,73 @@ impl HomeAssistant {
         })
     }
 
+    /// `GET /api/<path>` as bytes: (status, content type, body).
+    pub fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
+        self.runtime.block_on(async {
+            let response = self
+                .http
+                .get(format!("{}/api/{path}", self.url))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("Home Assistant does not answer");
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (
+                status,
+                kind,
+                response.bytes().await.unwrap_or_default().to_vec(),
+            )
+        })
+    }
+
+    /// Sends one websocket command (as the frontend does) and returns its `result`; panics
+    /// with the error Home Assistant gave.
+    pub fn ws_command(&self, command: Value) -> Value {
+        let url = format!("{}/api/websocket", self.url.replace("http://", "ws://"));
+        self.runtime.block_on(async {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .expect("websocket");
+            let hello = loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        break serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+                    }
+                    Some(Ok(_)) => continue,
+                    _ => panic!("the websocket closed"),
+                }
+            };
+            assert_eq!(hello["type"], "auth_required");
+            let text = |v: Value| Message::Text(v.to_string().into());
+            ws.send(text(json!({"type": "auth", "access_token": self.token})))
+                .await
+                .unwrap();
+            let mut command = command;
+            command["id"] = json!(1);
+            ws.send(text(command.clone())).await.unwrap();
+            let answer = loop {
+                let reply = match ws.next().await {
+                    Some(Ok(Message::Text(reply))) => reply,
+                    Some(Ok(_)) => continue,
+                    _ => panic!("the websocket closed before answering {command}"),
+                };
+                let reply: Value = serde_json::from_str(&reply).unwrap_or(Value::Null);
+                if reply["type"] == "result" && reply["id"] == 1 {
+                    break reply;
+                }
+            };
+            let _ = ws.close(None).await;
+            assert_eq!(answer["success"], true, "{command}: {answer}");
+            answer["result"].clone()
+        })
+    }
+
     /// `POST /api/<path>` with a JSON body; panics on an HTTP error, with the answer.
     pub fn post(&self, path: &str, body: Value) -> Value {
         self.runtime.block_on(async {

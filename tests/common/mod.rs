@@ -105,7 +105,24 @@ impl Vigil {
     }
 
     pub fn start_with_env(options: &str, env: &[(&str, &str)]) -> Self {
-        let data_dir = TempDir::new("data");
+        Self::start_in(TempDir::new("data"), options, env)
+    }
+
+    /// Stops this run (SIGTERM) and starts another with `options` on the same data dir, as
+    /// the Supervisor restarts the add-on after an options change.
+    pub fn restart_with(&mut self, options: &str, env: &[(&str, &str)]) {
+        let (status, _) = self.terminate();
+        assert!(
+            status.success(),
+            "vigil failed to stop: {status}
+{}",
+            self.output()
+        );
+        let data_dir = std::mem::replace(&mut self.data_dir, TempDir::new("data-moved"));
+        *self = Self::start_in(data_dir, options, env);
+    }
+
+    fn start_in(data_dir: TempDir, options: &str, env: &[(&str, &str)]) -> Self {
         let config = data_dir.write("options.yaml", options);
         let mut command = Command::new(vigil_bin());
         command
