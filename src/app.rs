@@ -14,6 +14,7 @@ use crate::audio::{self, CryReading};
 use crate::camera::restream::{self, Restream};
 use crate::camera::{self, CameraState, CameraStatus, Cameras, IngestOptions};
 use crate::config::{CameraSource, Config};
+use crate::cry_pictures::CryPictures;
 use crate::homeassistant::{self, HaCamerasSetup};
 use crate::live::{Live, LiveOptions};
 use crate::mqtt::{self, CameraFeed, MqttSetup};
@@ -77,6 +78,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let cameras = Cameras::new(handles);
 
     // --- MQTT: Home Assistant's entities. Each camera's online state follows its status.
+    let cry_pictures = CryPictures::new(&config.data_dir, &cameras.names());
     let feeds: Vec<CameraFeed> = cameras
         .iter()
         .zip(cry_readings)
@@ -84,6 +86,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             name: handle.name().to_string(),
             online: online_of(handle.watch_status(), &tracker, cameras_stop.child_token()),
             cry,
+            last_cry: cry_pictures.latest(handle.name()),
         })
         .collect();
     let online: Vec<_> = feeds
@@ -142,6 +145,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 tracing::error!("{what} server stopped: {e:#}");
             }
         });
+    }
+    // --- A picture at each cry onset, for MQTT's "last cry" image.
+    if let Some(detection) = &detection {
+        tracker.spawn(cry_pictures.run(
+            detection.events(),
+            cameras.clone(),
+            live.clone(),
+            shutdown.child_token(),
+        ));
     }
     tracker.spawn(async move {
         live.token().cancelled().await;

@@ -14,6 +14,7 @@
 //! - [`homeassistant`]: one Generic Camera entry per camera in Home Assistant, via the
 //!   Supervisor's proxy to Home Assistant's API.
 //! - [`audio`]: cry detection (YAMNet and the detector) and what it reports.
+//! - [`cry_pictures`]: a JPEG at each cry onset, bounded on disk, for MQTT's image entity.
 //! - [`app`]: wiring and the shutdown order.
 //! - [`cli`], [`logging`]: the command line and log output.
 
@@ -22,6 +23,7 @@ pub mod audio;
 pub mod camera;
 pub mod cli;
 pub mod config;
+pub mod cry_pictures;
 pub mod homeassistant;
 pub mod live;
 pub mod logging;

@@ -1,8 +1,8 @@
 //! Camera entities in a real Home Assistant core with no URL copied: Vigil, given a Supervisor
 //! (a fake one proxying the real core's API, token checked, as the real proxy does), adds one
 //! Generic Camera per camera whose still image and stream play through Home Assistant, makes
-//! no duplicate after a restart, leaves an entry the user edited alone, and removes the entry
-//! of a camera taken out of the options.
+//! no duplicate after a restart, updates its entries when the ports change, leaves an entry the
+//! user edited alone, and removes the entry of a camera taken out of the options.
 
 mod common;
 
@@ -130,6 +130,8 @@ fn vigil_keeps_one_generic_camera_per_camera_in_home_assistant() {
         "entry_id": bedroom,
         "title": "Baby's bedroom",
     }));
+    // ...and the ports change: the nursery's entry is updated, not made again.
+    let ports = Ports::free();
     let one = ports.options(&cameras_yaml(&[("nursery", &url)]));
     vigil.restart_with(&one, &env);
     vigil.wait_for_log(IN_SYNC, Duration::from_secs(60));
