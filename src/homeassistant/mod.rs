@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Credentials};
+use crate::secret::Redactor;
 use crate::supervisor::Supervisor;
 pub use core_api::CameraSettings;
 use core_api::{CoreApi, CoreSocket};
@@ -151,7 +152,8 @@ pub fn start(setup: HaCamerasSetup, tracker: &TaskTracker, shutdown: Cancellatio
                     wait.as_secs()
                 ),
                 Err(e) => tracing::warn!(
-                    "cannot sync the camera entries with Home Assistant: {e}; trying again in {}s",
+                    "cannot sync the camera entries with Home Assistant: {}; trying again in {}s",
+                    redactor(&setup).redact(&e),
                     wait.as_secs()
                 ),
             }
@@ -181,7 +183,7 @@ async fn sync(api: &CoreApi, setup: &HaCamerasSetup) -> Result<usize, String> {
     let mut pending = 0;
     for action in plan::plan(&wanted, &records, &entries) {
         if let Err(e) = act(api, setup, &mut records, action).await {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", redactor(setup).redact(&e));
             pending += 1;
         }
         if let Err(e) = save_records(&setup.data_dir, &records) {
@@ -244,6 +246,20 @@ async fn act(
         }
     }
     Ok(())
+}
+
+/// Hides the passwords the entries carry, in case Home Assistant quotes one back.
+fn redactor(setup: &HaCamerasSetup) -> Redactor {
+    let mut redactor = Redactor::new();
+    for (_, settings, _) in &setup.cameras {
+        if let Some(password) = settings.0["password"].as_str() {
+            redactor.add(password);
+        }
+        if let Some(stream) = settings.0["stream_source"].as_str() {
+            redactor.add_url(stream);
+        }
+    }
+    redactor
 }
 
 /// The settings of a camera that is streaming now (Home Assistant's flow opens the stream).

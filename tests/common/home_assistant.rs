@@ -207,24 +207,12 @@ impl HomeAssistant {
 
     /// `GET /api/<path>` as JSON (`None` for 404).
     pub fn get(&self, path: &str) -> Option<Value> {
-        self.runtime.block_on(async {
-            let response = self
-                .http
-                .get(format!("{}/api/{path}", self.url))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("Home Assistant does not answer");
-            if response.status() == reqwest::StatusCode::NOT_FOUND {
-                return None;
-            }
-            assert!(
-                response.status().is_success(),
-                "GET {path}: {}",
-                response.status()
-            );
-            Some(response.json().await.expect("not JSON"))
-        })
+        let (status, _, body) = self.get_bytes(path);
+        if status == 404 {
+            return None;
+        }
+        assert!((200..300).contains(&status), "GET {path}: {status}");
+        Some(serde_json::from_slice(&body).expect("not JSON"))
     }
 
     /// `GET /api/<path>` as bytes: (status, content type, body).
@@ -244,11 +232,8 @@ impl HomeAssistant {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            (
-                status,
-                kind,
-                response.bytes().await.unwrap_or_default().to_vec(),
-            )
+            let body = response.bytes().await.unwrap_or_default().to_vec();
+            (status, kind, body)
         })
     }
 
@@ -257,23 +242,8 @@ impl HomeAssistant {
     pub fn ws_command(&self, command: Value) -> Value {
         let url = format!("{}/api/websocket", self.url.replace("http://", "ws://"));
         self.runtime.block_on(async {
-            let (mut ws, _) = tokio_tungstenite::connect_async(url)
-                .await
-                .expect("websocket");
-            let hello = loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        break serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
-                    }
-                    Some(Ok(_)) => continue,
-                    _ => panic!("the websocket closed"),
-                }
-            };
-            assert_eq!(hello["type"], "auth_required");
+            let mut ws = authenticated_socket(&url, &self.token).await;
             let text = |v: Value| Message::Text(v.to_string().into());
-            ws.send(text(json!({"type": "auth", "access_token": self.token})))
-                .await
-                .unwrap();
             let mut command = command;
             command["id"] = json!(1);
             ws.send(text(command.clone())).await.unwrap();
@@ -413,23 +383,8 @@ impl HomeAssistant {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
-                    .await
-                    .expect("websocket");
-                let first = loop {
-                    match ws.next().await {
-                        Some(Ok(Message::Text(text))) => {
-                            break serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
-                        }
-                        Some(Ok(_)) => continue,
-                        _ => panic!("the websocket closed before auth"),
-                    }
-                };
-                assert_eq!(first["type"], "auth_required");
+                let mut ws = authenticated_socket(&ws_url, &token).await;
                 let send = |v: Value| Message::Text(v.to_string().into());
-                ws.send(send(json!({"type": "auth", "access_token": token})))
-                    .await
-                    .unwrap();
                 ws.send(send(json!({
                     "id": 1,
                     "type": "mobile_app/push_notification_channel",
@@ -525,6 +480,31 @@ impl Drop for Phone {
             let _ = hang_up.send(());
         }
     }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Home Assistant's websocket at `url`, past `auth_required`, with the auth message sent.
+async fn authenticated_socket(url: &str, token: &str) -> Socket {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    let first = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                break serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+            }
+            Some(Ok(_)) => continue,
+            _ => panic!("the websocket closed before auth"),
+        }
+    };
+    assert_eq!(first["type"], "auth_required");
+    let auth = json!({"type": "auth", "access_token": token});
+    ws.send(Message::Text(auth.to_string().into()))
+        .await
+        .unwrap();
+    ws
 }
 
 fn tail(text: &str, lines: usize) -> String {
