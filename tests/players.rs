@@ -28,11 +28,17 @@ fn run(command: &mut Command, timeout: Duration) -> Output {
         let _ = done_tx.send(());
         out
     });
-    if done.recv_timeout(timeout).is_err() {
+    let finished = done.recv_timeout(timeout).is_ok();
+    if !finished {
         common::signal(pid, "KILL");
-        panic!("{command:?} did not finish within {timeout:?}");
     }
-    waiter.join().unwrap().expect("no output")
+    let out = waiter.join().unwrap().expect("no output");
+    assert!(
+        finished,
+        "{command:?} did not finish within {timeout:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// ffprobe's `codec_name,codec_type[,width,height]` lines for `input`.
@@ -122,7 +128,7 @@ fn ffmpeg_reads_the_restream_from_the_lan_over_tcp() {
     let file = dir.path().join("two-seconds.mkv");
     let out = run(
         Command::new("ffmpeg")
-            .args(["-v", "error", "-rtsp_transport", "tcp", "-i", &url])
+            .args(["-v", "warning", "-rtsp_transport", "tcp", "-i", &url])
             .args(["-t", "2", "-c", "copy", "-y"])
             .arg(&file),
         Duration::from_secs(30),

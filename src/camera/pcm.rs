@@ -76,8 +76,9 @@ pub fn decoder_for(caps: &gst::CapsRef) -> Option<&'static str> {
     })
 }
 
-/// Adds `decoder ! audioconvert ! audioresample ! F32LE mono 16 kHz ! appsink` to `bin`, fed
-/// from `tee`, sending what comes out to `output`. The elements are named `<prefix>-…`.
+/// Adds `decoder ! audioconvert ! audiobuffersplit (100 ms) ! audioresample ! F32LE mono 16 kHz !
+/// appsink` to `bin`, fed from `tee`, sending what comes out to `output`. The elements are named
+/// `<prefix>-…`.
 pub fn link_decoder(
     bin: &gst::Bin,
     tee: &gst::Element,
@@ -94,11 +95,13 @@ pub fn link_decoder(
             })
     };
     let decode = make(decoder, "pcm-decode")?;
+    // audiobuffersplit takes interleaved audio only, and avdec_aac decodes to planar: convert
+    // (to interleaved mono F32, as the sink asks) before grouping.
+    let convert = make("audioconvert", "pcm-convert")?;
     // Cameras send 20 ms packets; the detector looks at ~1 s windows. Grouping the decoded audio
     // first makes every element after it (and the channel) work five times less often.
     let group = make("audiobuffersplit", "pcm-group")?;
     group.set_property("output-buffer-duration", gst::Fraction::new(1, 10));
-    let convert = make("audioconvert", "pcm-convert")?;
     let resample = make("audioresample", "pcm-resample")?;
     let caps = gst::Caps::builder("audio/x-raw")
         .field("format", "F32LE")
@@ -112,7 +115,7 @@ pub fn link_decoder(
         .sync(false)
         .async_(false)
         .build();
-    let elements = [&decode, &group, &convert, &resample, sink.upcast_ref()];
+    let elements = [&decode, &convert, &group, &resample, sink.upcast_ref()];
     bin.add_many(elements)?;
     gst::Element::link_many(elements)?;
     sink.set_callbacks(

@@ -206,7 +206,14 @@ async fn act(
                 .create_generic(settings)
                 .await
                 .map_err(|e| format!("camera '{camera}' not added to Home Assistant: {e}"))?;
-            let modified_at = name_entry(api, &entry_id, &camera, true).await?;
+            let modified_at = match name_entry(api, &entry_id, &camera, true).await {
+                Ok(modified_at) => modified_at,
+                Err(e) => {
+                    // Unnamed, it could not be told from the user's: take it back, try again.
+                    let _ = api.delete_entry(&entry_id).await;
+                    return Err(e);
+                }
+            };
             tracing::info!(camera, entry_id, "camera entity added to Home Assistant");
             records.insert(camera, record(entry_id, modified_at, settings));
         }
@@ -215,9 +222,24 @@ async fn act(
             api.update_generic(&entry_id, settings)
                 .await
                 .map_err(|e| format!("camera '{camera}' not updated in Home Assistant: {e}"))?;
-            let modified_at = name_entry(api, &entry_id, &camera, false).await?;
-            tracing::info!(camera, entry_id, "camera entry updated in Home Assistant");
-            records.insert(camera, record(entry_id, modified_at, settings));
+            match name_entry(api, &entry_id, &camera, false).await {
+                Ok(modified_at) => {
+                    tracing::info!(camera, entry_id, "camera entry updated in Home Assistant");
+                    records.insert(camera, record(entry_id, modified_at, settings));
+                }
+                Err(e) => {
+                    // The update moved `modified_at`: remember the entry as it is now, with
+                    // no fingerprint, so that the next round updates it again instead of
+                    // taking it for the user's.
+                    let now = api.generic_entries().await?;
+                    if let Some(entry) = now.iter().find(|e| e.entry_id == entry_id) {
+                        let mut record = record(entry_id, entry.modified_at, settings);
+                        record.fingerprint = None;
+                        records.insert(camera, record);
+                    }
+                    return Err(e);
+                }
+            }
         }
         Action::Delete { camera, entry_id } => {
             api.delete_entry(&entry_id)
