@@ -162,24 +162,6 @@ impl HomeAssistant {
         }
     }
 
-    /// Adds a Generic Camera on the RTSP URL `stream` (HA opens it during the flow) and returns
-    /// its entity id.
-    pub fn add_generic_camera(&self, stream: &str) -> String {
-        let python = venv().join("bin/python");
-        self.script(
-            &python,
-            "setup_camera.py",
-            &[
-                "--url",
-                &self.url,
-                "--token",
-                &self.token,
-                "--stream",
-                stream,
-            ],
-        )
-    }
-
     /// Sends a WebRTC offer for `entity` through HA's websocket, as the frontend does; returns
     /// the events HA sent back (`session`, `answer`, `candidate`, `error`).
     pub fn webrtc_offer(&self, entity: &str, offer: &str) -> Vec<Value> {
