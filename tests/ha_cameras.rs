@@ -2,7 +2,8 @@
 //! (a fake one proxying the real core's API, token checked, as the real proxy does), adds one
 //! Generic Camera per camera whose still image and stream play through Home Assistant, makes
 //! no duplicate after a restart, updates its entries when the ports change, leaves an entry the
-//! user edited alone, and removes the entry of a camera taken out of the options.
+//! user edited alone, removes the entry of a camera taken out of the options, and removes its
+//! own entries when `homeassistant_cameras` is turned off.
 
 mod common;
 
@@ -132,6 +133,15 @@ fn vigil_keeps_one_generic_camera_per_camera_in_home_assistant() {
         "the attic's entity stays"
     );
     assert!(ha.state("camera.bedroom").is_some());
+
+    // The option off: Vigil's entry goes, the user's stays.
+    vigil.restart_with(&format!("{one}homeassistant_cameras: false\n"), &env);
+    vigil.wait_for_log(IN_SYNC, Duration::from_secs(60));
+    assert_eq!(titles(&entries(&ha)), ["Baby's bedroom"]);
+    assert!(
+        ha.state("camera.nursery").is_none(),
+        "the nursery's entity stays"
+    );
 
     // Nothing of the Supervisor's token or the proxy's reached the log.
     assert!(!vigil.output().contains(TOKEN));
