@@ -305,9 +305,7 @@ fn the_panel_fits_a_phone_and_a_desktop() {
         ] {
             chromium.emulate(&page, width, height, mobile, dark).await;
             // Opened again at this size, the page loads the history with the episode in it.
-            chromium
-                .eval(&page, "location.reload(), true")
-                .await;
+            chromium.navigate(&page, &ingress.panel_url()).await;
             let fits = chromium
                 .wait_for(
                     &page,

@@ -220,6 +220,13 @@ impl Chromium {
         .await;
     }
 
+    /// Loads `url` in `page`; returns once the new document is committed (so that evaluating
+    /// in it no longer races the navigation).
+    pub async fn navigate(&mut self, page: &Page, url: &str) {
+        self.call(Some(&page.session), "Page.navigate", json!({ "url": url }))
+            .await;
+    }
+
     /// A PNG of what `page` shows.
     pub async fn screenshot(&mut self, page: &Page) -> Vec<u8> {
         use base64::Engine;
