@@ -76,9 +76,8 @@ pub fn decoder_for(caps: &gst::CapsRef) -> Option<&'static str> {
     })
 }
 
-/// Adds `decoder ! audioconvert ! audiobuffersplit (100 ms) ! audioresample ! F32LE mono 16 kHz !
-/// appsink` to `bin`, fed from `tee`, sending what comes out to `output`. The elements are named
-/// `<prefix>-…`.
+/// Adds `decoder ! audioconvert ! audioresample ! F32LE mono 16 kHz ! appsink` to `bin`, fed
+/// from `tee`, sending what comes out to `output`. The elements are named `<prefix>-…`.
 pub fn link_decoder(
     bin: &gst::Bin,
     tee: &gst::Element,
@@ -95,11 +94,11 @@ pub fn link_decoder(
             })
     };
     let decode = make(decoder, "pcm-decode")?;
-    // audiobuffersplit takes interleaved audio only, and avdec_aac decodes to planar: convert
-    // (to interleaved mono F32, as the sink asks) before grouping.
+    // First to interleaved mono: `audiobuffersplit` takes only interleaved audio, and AAC
+    // decoders give planar samples.
     let convert = make("audioconvert", "pcm-convert")?;
     // Cameras send 20 ms packets; the detector looks at ~1 s windows. Grouping the decoded audio
-    // first makes every element after it (and the channel) work five times less often.
+    // makes the resampler (and the channel) work five times less often.
     let group = make("audiobuffersplit", "pcm-group")?;
     group.set_property("output-buffer-duration", gst::Fraction::new(1, 10));
     let resample = make("audioresample", "pcm-resample")?;
