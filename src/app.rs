@@ -14,6 +14,8 @@ use crate::audio::{self, CryReading};
 use crate::camera::restream::{self, Restream};
 use crate::camera::{self, CameraState, CameraStatus, Cameras, IngestOptions};
 use crate::config::{CameraSource, Config};
+use crate::cry_pictures::CryPictures;
+use crate::homeassistant::{self, HaCamerasSetup};
 use crate::live::{Live, LiveOptions};
 use crate::mqtt::{self, CameraFeed, MqttSetup};
 use crate::settings::Settings;
@@ -27,7 +29,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Bind every port first, so a port in use stops the start with a clear error.
     let web_listener = web::bind("web_port", config.web_port).await?;
-    let api_listener = web::bind("api_port", config.api_port).await?;
+    let api_listeners = web::bind_api(config.api_exposure(), config.api_port).await?;
+    let lan_listener = web::bind_lan(config.lan_port).await?;
     restream::check_port(config.rtsp_port)?;
 
     // --- Cry detection: a missing or wrong model or ONNX Runtime turns it off with one clear
@@ -75,14 +78,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let cameras = Cameras::new(handles);
 
     // --- MQTT: Home Assistant's entities. Each camera's online state follows its status.
-    let feeds = cameras
+    let cry_pictures = CryPictures::new(&config.data_dir, &cameras.names());
+    let feeds: Vec<CameraFeed> = cameras
         .iter()
         .zip(cry_readings)
         .map(|(handle, cry)| CameraFeed {
             name: handle.name().to_string(),
             online: online_of(handle.watch_status(), &tracker, cameras_stop.child_token()),
             cry,
+            last_cry: cry_pictures.latest(handle.name()),
         })
+        .collect();
+    let online: Vec<_> = feeds
+        .iter()
+        .map(|feed| (feed.name.clone(), feed.online.clone()))
         .collect();
     let mqtt_status = mqtt::start(
         MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env()),
@@ -108,14 +117,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rtsp_port: config.rtsp_port,
     };
     let panel = web::panel_router(state.clone(), config.web_allow.clone());
-    let api = web::api_router(state, config.api_auth.clone());
-    for (what, listener, router) in [("panel", web_listener, panel), ("API", api_listener, api)] {
+    let api = web::api_router(
+        state.clone(),
+        web::ApiAuth {
+            credentials: config.api_auth.clone(),
+            options: "api_username and api_password",
+        },
+        web::api_peers(config.api_exposure()),
+    );
+    let mut servers = vec![("panel", web_listener, panel)];
+    servers.extend(api_listeners.into_iter().map(|l| ("API", l, api.clone())));
+    if let Some(listener) = lan_listener {
+        let lan = web::api_router(
+            state,
+            web::ApiAuth {
+                credentials: config.lan_auth.clone(),
+                options: "lan_username and lan_password",
+            },
+            Vec::new(),
+        );
+        servers.push(("LAN", listener, lan));
+    }
+    for (what, listener, router) in servers {
         let token = shutdown.child_token();
         tracker.spawn(async move {
             if let Err(e) = web::serve(listener, router, token).await {
                 tracing::error!("{what} server stopped: {e:#}");
             }
         });
+    }
+    // --- A picture at each cry onset, for MQTT's "last cry" image.
+    if let Some(detection) = &detection {
+        tracker.spawn(cry_pictures.run(
+            detection.events(),
+            cameras.clone(),
+            live.clone(),
+            shutdown.child_token(),
+        ));
     }
     tracker.spawn(async move {
         live.token().cancelled().await;
@@ -125,8 +163,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(
         port = config.api_port,
         auth = config.api_auth.is_some(),
+        exposure = ?config.api_exposure(),
         "go2rtc-compatible API listening"
     );
+    if let Some(port) = config.lan_port {
+        tracing::info!(
+            port,
+            auth = config.lan_auth.is_some(),
+            "LAN port listening for players: http://<host>:{port}/api/stream.mp4?src=<camera>"
+        );
+    }
 
     // --- The RTSP restream.
     let restream = match Restream::start(
@@ -156,6 +202,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             ))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+
+    // --- Camera entities in Home Assistant, once the restream and the API are up (Home
+    // Assistant's flow opens both).
+    homeassistant::start(
+        HaCamerasSetup::new(&config, Supervisor::from_env(), online),
+        &tracker,
+        shutdown.child_token(),
     );
 
     shutdown.cancelled().await;

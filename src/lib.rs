@@ -11,7 +11,10 @@
 //!   the wire formats.
 //! - [`mqtt`]: Home Assistant over MQTT discovery: entities per camera, availability, commands.
 //! - [`supervisor`]: the Supervisor's API (the MQTT service's credentials).
+//! - [`homeassistant`]: one Generic Camera entry per camera in Home Assistant, via the
+//!   Supervisor's proxy to Home Assistant's API.
 //! - [`audio`]: cry detection (YAMNet and the detector) and what it reports.
+//! - [`cry_pictures`]: a JPEG at each cry onset, bounded on disk, for MQTT's image entity.
 //! - [`app`]: wiring and the shutdown order.
 //! - [`cli`], [`logging`]: the command line and log output.
 
@@ -20,6 +23,8 @@ pub mod audio;
 pub mod camera;
 pub mod cli;
 pub mod config;
+pub mod cry_pictures;
+pub mod homeassistant;
 pub mod live;
 pub mod logging;
 pub mod mqtt;

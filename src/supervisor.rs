@@ -150,6 +150,12 @@ impl Supervisor {
         &self.base
     }
 
+    /// The add-on's token, for calls to the Supervisor itself (its proxy to Home Assistant's
+    /// API included) and nowhere else.
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+
     /// `GET /services/mqtt`: the broker's address and the credentials made for this add-on.
     pub async fn mqtt_service(&self) -> Result<MqttService, SupervisorError> {
         let raw: RawMqttService = self.get("/services/mqtt").await?;
@@ -247,7 +253,8 @@ fn interpret<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn short(body: &str) -> String {
+/// The first 200 characters of an answer, for an error message.
+pub fn short(body: &str) -> String {
     let body = body.trim();
     match body.char_indices().nth(200) {
         Some((i, _)) => format!("{}…", &body[..i]),

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::cry::{audible_offset, clip, unix_ms_now};
 use common::fake_camera::FakeCamera;
 use common::mosquitto::Mosquitto;
 use common::mqtt_probe::{Probe, Seen};
@@ -15,43 +15,8 @@ use common::mqtt_run::broker_options;
 use common::{Ports, Vigil, http_get, wait_until};
 
 const PASSWORD: &str = "Cry-Br0ker-Pa55";
-/// A clear cry (docs/detection.md: peak score 0.99, found at the defaults).
-const CLIP: &str = "cry_03_burping.wav";
 /// How late crying may turn ON after the cry becomes audible (the bound).
 const ON_WITHIN: Duration = Duration::from_millis(1500);
-
-fn clip() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/audio")
-        .join(CLIP)
-}
-
-/// Where the cry becomes audible in `path`: the start of the first 50 ms block whose RMS level
-/// is within 20 dB of the clip's loudest block (the cry itself, not the room before it).
-fn audible_offset(path: &Path) -> Duration {
-    let mut reader = hound::WavReader::open(path).unwrap();
-    let spec = reader.spec();
-    let samples: Vec<f32> = reader
-        .samples::<i16>()
-        .step_by(spec.channels as usize)
-        .map(|s| s.unwrap() as f32 / 32768.0)
-        .collect();
-    let block = spec.sample_rate as usize / 20;
-    let levels: Vec<f32> = samples
-        .chunks(block)
-        .map(|b| (b.iter().map(|s| s * s).sum::<f32>() / b.len() as f32).sqrt())
-        .collect();
-    let loudest = levels.iter().cloned().fold(0.0, f32::max);
-    let first = levels.iter().position(|&l| l >= loudest / 10.0).unwrap();
-    Duration::from_millis(first as u64 * 50)
-}
-
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// When the probe received `message`, in unix milliseconds.
 fn unix_ms_of(message: &Seen) -> u64 {

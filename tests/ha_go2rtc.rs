@@ -1,68 +1,62 @@
 //! A real Home Assistant core with `go2rtc: url:` pointing at Vigil's API: HA accepts the
-//! server, registers its camera entity with `PUT /api/streams`, forwards a real Chromium offer
-//! over `/api/ws`, and the answer it hands back plays in that Chromium. Inside a private
-//! network namespace (webrtcbin and Chromium gather candidates on every interface).
+//! server; the camera entity Vigil added itself (a Generic Camera on its own restream, through
+//! a fake Supervisor proxying HA's API) is registered with `PUT /api/streams` and mapped onto
+//! the camera instead of pulled; HA forwards a real Chromium offer over `/api/ws`, and the
+//! answer it hands back plays in that Chromium. Inside a private network namespace
+//! (webrtcbin and Chromium gather candidates on every interface).
 
 mod common;
 
 use std::time::Duration;
 
 use common::chromium::{self, Chromium};
+use common::fake_camera::FakeCamera;
+use common::fake_supervisor::{Answers, FakeSupervisor};
 use common::home_assistant::HomeAssistant;
-use common::{Vigil, free_port, netns};
-use serde_json::Value;
+use common::{Ports, Vigil, cameras_yaml, netns};
 
-/// An RTSP server on `port` serving `/demo`, for HA's Generic Camera flow while Vigil has no
-/// restream of its own on that port yet (the camera module brings it). Returns `None` when
-/// something already answers there (Vigil's restream), which is then used instead.
-fn rtsp_stand_in(port: u16) -> Option<(gst_rtsp_server::RTSPServer, gst::glib::MainLoop)> {
-    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        return None;
-    }
-    gst::init().unwrap();
-    let context = gst::glib::MainContext::new();
-    let main_loop = gst::glib::MainLoop::new(Some(&context), false);
-    let server = gst_rtsp_server::RTSPServer::new();
-    server.set_address("127.0.0.1");
-    server.set_service(&port.to_string());
-    let factory = gst_rtsp_server::RTSPMediaFactory::new();
-    factory.set_launch(
-        "( videotestsrc is-live=true ! video/x-raw,format=I420,width=320,height=240,framerate=10/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 \
-         ! rtph264pay name=pay0 pt=96 config-interval=1 )",
-    );
-    factory.set_shared(true);
-    use gst_rtsp_server::prelude::*;
-    server.mount_points().unwrap().add_factory("/demo", factory);
-    server.attach(Some(&context)).unwrap();
-    let running = main_loop.clone();
-    std::thread::spawn(move || {
-        let _guard = context.acquire().unwrap();
-        running.run();
-    });
-    Some((server, main_loop))
-}
+const TOKEN: &str = "addon-token-for-vigil";
+use serde_json::Value;
 
 #[test]
 fn home_assistant_uses_vigil_as_its_go2rtc_server() {
     if !netns::enter("home_assistant_uses_vigil_as_its_go2rtc_server") {
         return;
     }
-    let (api, web, rtsp) = (free_port(), free_port(), free_port());
-    let mut vigil = Vigil::start(&format!(
-        "api_port: {api}\nweb_port: {web}\nrtsp_port: {rtsp}\nlog_level: debug\n"
-    ));
-    vigil.wait_for_log("demo camera online", Duration::from_secs(20));
-    let stand_in = rtsp_stand_in(rtsp);
-
+    let fake_camera = FakeCamera::start(&[]);
+    let ports = Ports::free();
+    // Vigil first (Home Assistant checks its go2rtc server at start); the Supervisor proxies
+    // Home Assistant's API once it is up, and Vigil retries until then.
+    let supervisor = FakeSupervisor::start(Answers {
+        token: TOKEN.into(),
+        mqtt: None,
+        mqtt_access: true,
+        v2: false,
+    });
+    let mut vigil = Vigil::start_with_env(
+        &ports.options(&format!(
+            "log_level: debug\n{}",
+            cameras_yaml(&[("nursery", &fake_camera.url())])
+        )),
+        &[
+            ("SUPERVISOR_TOKEN", TOKEN),
+            ("SUPERVISOR_URL", supervisor.url.as_str()),
+        ],
+    );
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
     let Some(ha) = HomeAssistant::start(
-        &format!("go2rtc:\n  url: http://127.0.0.1:{api}/\n"),
+        &format!("go2rtc:\n  url: http://127.0.0.1:{}/\n", ports.api),
         |_| {},
     ) else {
         return;
     };
+    supervisor.proxy_core(&ha.url, &ha.token);
     ha.wait_entry_loaded("go2rtc", Duration::from_secs(60));
-    let camera = ha.add_generic_camera(&format!("rtsp://127.0.0.1:{rtsp}/demo"));
+    vigil.wait_for_log(
+        "Home Assistant camera entries in sync",
+        Duration::from_secs(60),
+    );
+    let camera = "camera.nursery";
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -71,7 +65,7 @@ fn home_assistant_uses_vigil_as_its_go2rtc_server() {
         let offer = chromium.eval(&page, chromium::RECVONLY_OFFER).await;
         let offer = offer.as_str().expect("no offer").to_string();
 
-        let events = ha.webrtc_offer(&camera, &offer);
+        let events = ha.webrtc_offer(camera, &offer);
         let answer = events
             .iter()
             .find(|e| e["type"] == "answer")
@@ -114,12 +108,11 @@ fn home_assistant_uses_vigil_as_its_go2rtc_server() {
     let log = vigil.output();
     assert!(
         log.contains(&format!(
-            "stream name registered name=\"{camera}\" camera=\"demo\""
-        )) || log.contains(&format!("stream name registered name={camera} camera=demo")),
+            "stream name registered name=\"{camera}\" camera=\"nursery\""
+        )) || log.contains(&format!(
+            "stream name registered name={camera} camera=nursery"
+        )),
         "HA's PUT /api/streams was not mapped onto the camera:\n{log}"
     );
     drop(ha);
-    if let Some((_server, main_loop)) = stand_in {
-        main_loop.quit();
-    }
 }

@@ -104,7 +104,7 @@ fn home_assistant_shows_vigils_entities_and_controls_them() {
     );
     assert_eq!(
         ha.template(&format!("{{{{ device_entities({device}) | length }}}}")),
-        "6"
+        "7"
     );
     // Home Assistant accepted the link to the panel (it drops a config with a bad one).
     assert_eq!(
@@ -147,7 +147,7 @@ fn home_assistant_shows_vigils_entities_and_controls_them() {
             .is_some_and(|s| (s.cry_threshold - 0.7).abs() < 1e-6)
     });
 
-    // The blueprint: a phone gets the notification, with the camera's snapshot.
+    // The blueprint: a phone gets the notification, with the device's "last cry" picture.
     let phone = ha.register_phone("Test phone");
     let saved = ha.post(
         "config/automation/config/vigil_cry",
@@ -177,7 +177,7 @@ fn home_assistant_shows_vigils_entities_and_controls_them() {
     assert_eq!(notification["message"], "Nursery hears crying");
     assert_eq!(
         notification["data"]["image"],
-        "/api/camera_proxy/camera.nursery"
+        "/api/image_proxy/image.nursery_last_cry"
     );
     assert_eq!(notification["data"]["channel"], "Baby crying");
     run.set_cry("nursery", false, 0.02, -50.0);

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Vigil, free_port};
+use common::{Vigil, free_port, jpeg_size};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -54,28 +54,6 @@ fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
     let mut url = url::Url::parse(url).unwrap();
     url.query_pairs_mut().extend_pairs(pairs);
     url.to_string()
-}
-
-/// Width and height from a JPEG's start-of-frame marker.
-fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
-    if !jpeg.starts_with(&[0xFF, 0xD8]) || !jpeg.ends_with(&[0xFF, 0xD9]) {
-        return None;
-    }
-    let mut i = 2;
-    while i + 9 < jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let marker = jpeg[i + 1];
-        let length = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        if matches!(marker, 0xC0..=0xC3) {
-            let height = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]);
-            let width = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]);
-            return Some((width, height));
-        }
-        i += 2 + length;
-    }
-    None
 }
 
 /// Child processes of `pid`, from /proc.

@@ -104,7 +104,13 @@ fn discovery_announces_each_camera_with_what_home_assistant_needs() {
                 config["unique_id"],
                 format!("vigil_{camera}_{}", entity.key())
             );
-            assert_eq!(config["state_topic"], state_topic(camera, *entity));
+            // The image's picture is on its image_topic; every other entity has a state.
+            let topic = if *entity == Entity::LastCry {
+                "image_topic"
+            } else {
+                "state_topic"
+            };
+            assert_eq!(config[topic], state_topic(camera, *entity));
             assert_eq!(config["availability"][0]["topic"], "vigil/status");
             assert_eq!(
                 config["availability"][0]["payload_not_available"],
@@ -384,7 +390,7 @@ fn a_removed_camera_leaves_nothing_behind() {
     let run = MqttRun::start(&options(&broker, ONE_CAMERA), data.path());
     run.wait_connected();
     wait_retained(broker.port, PASSWORD, "#", WAIT, "no baby_room topic", gone);
-    assert_eq!(wait_configs(&broker, "nursery").len(), 6);
+    assert_eq!(wait_configs(&broker, "nursery").len(), Entity::ALL.len());
     run.stop();
 
     // Same again with a wiped data dir: the configs read back from the broker are enough.
@@ -396,6 +402,6 @@ fn a_removed_camera_leaves_nothing_behind() {
     let run = MqttRun::start(&options(&broker, ONE_CAMERA), wiped.path());
     run.wait_connected();
     wait_retained(broker.port, PASSWORD, "#", WAIT, "no baby_room topic", gone);
-    assert_eq!(wait_configs(&broker, "nursery").len(), 6);
+    assert_eq!(wait_configs(&broker, "nursery").len(), Entity::ALL.len());
     run.stop();
 }

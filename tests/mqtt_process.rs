@@ -12,6 +12,7 @@ use common::mqtt_probe::wait_retained;
 use common::mqtt_run::{MqttRun, broker_options};
 use common::{TempDir, Vigil, free_port, options_with_free_ports};
 use vigil::mqtt::MqttStatus;
+use vigil::mqtt::discovery::Entity;
 use vigil::secret::Secret;
 use vigil::supervisor::Supervisor;
 
@@ -275,7 +276,7 @@ fn tls_is_used_when_the_supervisor_says_ssl() {
         "homeassistant/#",
         WAIT,
         "configs",
-        |r| r.len() == 6,
+        |r| r.len() == Entity::ALL.len(),
     );
     vigil.terminate();
     wait_offline(&broker, PASSWORD);

@@ -53,6 +53,26 @@ pub enum Mode {
     Standalone,
 }
 
+/// Where `api_port` listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiExposure {
+    /// Inside Home Assistant: loopback (Home Assistant core runs on the host's network, as this
+    /// add-on does) and the Supervisor's network gateway 172.30.32.1 (what other add-ons reach
+    /// a host-network add-on on); only peers from there are served. The LAN uses `lan_port`.
+    Internal,
+    /// Standalone: every interface (Home Assistant may run on another machine).
+    Everywhere,
+}
+
+/// The Supervisor's internal network (`hassio`), whose gateway is the host itself.
+pub const SUPERVISOR_NETWORK: IpNet = IpNet {
+    addr: IpAddr::V4(std::net::Ipv4Addr::new(172, 30, 32, 0)),
+    prefix: 23,
+};
+
+/// The host's address on [`SUPERVISOR_NETWORK`].
+pub const SUPERVISOR_GATEWAY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(172, 30, 32, 1));
+
 /// Where the options come from.
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
@@ -127,6 +147,14 @@ pub struct Config {
     pub api_port: u16,
     /// Credentials for the go2rtc-compatible API (HTTP Basic); `None` = open.
     pub api_auth: Option<Credentials>,
+    /// The LAN port for players (VLC, IP Cam Viewer): the same API on every interface; `None` =
+    /// off. In the add-on `api_port` is for Home Assistant only (see [`ApiExposure`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lan_port: Option<u16>,
+    /// Credentials for `lan_port` (HTTP Basic); `None` = open.
+    pub lan_auth: Option<Credentials>,
+    /// Create, keep and remove one Generic Camera entry per camera in Home Assistant.
+    pub homeassistant_cameras: bool,
     /// STUN/TURN servers offered to every WebRTC viewer; empty = none (no external STUN).
     pub webrtc_ice_servers: Vec<IceServer>,
     pub mqtt: MqttOptions,
@@ -134,6 +162,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// Who may reach `api_port`: in the add-on only Home Assistant and the add-ons beside it.
+    pub fn api_exposure(&self) -> ApiExposure {
+        match self.mode {
+            Mode::Addon => ApiExposure::Internal,
+            Mode::Standalone => ApiExposure::Everywhere,
+        }
+    }
+
     /// Reads and validates the options from `source`.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
         let value = match source {

@@ -301,11 +301,13 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
     let rtsp_port = check_port("rtsp_port", raw.rtsp_port, &mut push);
     let web_port = check_port("web_port", raw.web_port, &mut push);
     let api_port = check_port("api_port", raw.api_port, &mut push);
-    let ports = [
+    let lan_port = raw.lan_port.map(|p| check_port("lan_port", p, &mut push));
+    let mut ports = vec![
         ("rtsp_port", rtsp_port),
         ("web_port", web_port),
         ("api_port", api_port),
     ];
+    ports.extend(lan_port.map(|p| ("lan_port", p)));
     for (i, (a, pa)) in ports.iter().enumerate() {
         for (b, pb) in &ports[i + 1..] {
             if pa == pb && *pa != 0 {
@@ -347,6 +349,13 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         raw.api_username,
         "api_password",
         raw.api_password,
+        &mut push,
+    );
+    let lan_auth = check_credentials(
+        "lan_username",
+        raw.lan_username,
+        "lan_password",
+        raw.lan_password,
         &mut push,
     );
 
@@ -420,6 +429,9 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         web_allow,
         api_port,
         api_auth,
+        lan_port,
+        lan_auth,
+        homeassistant_cameras: raw.homeassistant_cameras,
         webrtc_ice_servers,
         mqtt,
         log_level,
@@ -755,6 +767,8 @@ mod tests {
         check("rtsp_port: 70000", "rtsp_port", &["1 to 65535"]);
         check("web_port: 0", "web_port", &["1 to 65535"]);
         check("api_port: 8554", "api_port", &["rtsp_port"]);
+        check("lan_port: 1984", "lan_port", &["api_port"]);
+        check("lan_port: 0", "lan_port", &["1 to 65535"]);
         check("cry_threshold: 1.5", "cry_threshold", &["0 to 1"]);
         check("cry_threshold: -0.1", "cry_threshold", &["0 to 1"]);
         check(
@@ -796,6 +810,7 @@ mod tests {
     fn credentials_come_in_pairs() {
         check("rtsp_username: u", "rtsp_password", &["rtsp_username"]);
         check("api_password: p", "api_username", &["api_password"]);
+        check("lan_username: u", "lan_password", &["lan_username"]);
         let c = Config::from_yaml("rtsp_username: u\nrtsp_password: pw", Mode::Standalone).unwrap();
         assert!(!c.to_redacted_yaml().contains("pw\n"));
     }

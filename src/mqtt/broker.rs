@@ -26,7 +26,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Largest packet Vigil accepts. Retained configs read back are about 1 KiB; an oversized packet
 /// would make rumqttc drop the connection over and over, so leave plenty of room.
 const MAX_INCOMING_PACKET: usize = 256 * 1024;
-const MAX_OUTGOING_PACKET: usize = 64 * 1024;
+/// Largest packet Vigil sends: a cry picture (at most [`crate::cry_pictures::MAX_PICTURE_BYTES`],
+/// a third more in base64) fits; a packet over the limit would drop the connection, again and
+/// again, as the picture is sent again after each reconnect.
+pub const MAX_OUTGOING_PACKET: usize = 8 * 1024 * 1024;
+const _: () =
+    assert!(crate::cry_pictures::MAX_PICTURE_BYTES / 3 * 4 + 64 * 1024 < MAX_OUTGOING_PACKET);
 
 /// How many requests the client queues for the event loop (rumqttc's channel is bounded).
 pub const REQUEST_QUEUE: usize = 64;

@@ -1,5 +1,5 @@
 //! Home Assistant MQTT discovery: the topics Vigil uses and the retained config payloads that make
-//! one Home Assistant device per camera, with its six entities.
+//! one Home Assistant device per camera, with its seven entities.
 //!
 //! Entity ids come from the device name and the entity name (`Nursery` + `Crying` →
 //! `binary_sensor.nursery_crying`), so the device name is the camera name made readable.
@@ -53,16 +53,19 @@ pub enum Entity {
     Detection,
     /// `number`, 0–100 %: how easily a sound counts as a cry.
     Sensitivity,
+    /// `image`: the camera's picture at the last cry's onset (JPEG, base64 on its topic).
+    LastCry,
 }
 
 impl Entity {
-    pub const ALL: [Entity; 6] = [
+    pub const ALL: [Entity; 7] = [
         Entity::Crying,
         Entity::CryScore,
         Entity::SoundLevel,
         Entity::Online,
         Entity::Detection,
         Entity::Sensitivity,
+        Entity::LastCry,
     ];
 
     /// The entity's part of topics and unique ids.
@@ -74,6 +77,7 @@ impl Entity {
             Entity::Online => "online",
             Entity::Detection => "detection",
             Entity::Sensitivity => "sensitivity",
+            Entity::LastCry => "last_cry",
         }
     }
 
@@ -84,6 +88,7 @@ impl Entity {
             Entity::CryScore | Entity::SoundLevel => "sensor",
             Entity::Detection => "switch",
             Entity::Sensitivity => "number",
+            Entity::LastCry => "image",
         }
     }
 
@@ -96,6 +101,7 @@ impl Entity {
             Entity::Online => "Online",
             Entity::Detection => "Cry detection",
             Entity::Sensitivity => "Cry sensitivity",
+            Entity::LastCry => "Last cry",
         }
     }
 
@@ -272,9 +278,20 @@ pub fn config_payload(device: &CameraDevice, entity: Entity) -> Value {
             "entity_category": "config",
             "icon": "mdi:tune-vertical",
         }),
+        // Base64, so the JPEG travels as text; Home Assistant decodes it.
+        Entity::LastCry => json!({
+            "image_topic": state_topic(camera, entity),
+            "content_type": "image/jpeg",
+            "image_encoding": "b64",
+            "icon": "mdi:image-filter-center-focus",
+        }),
     };
     if let (Value::Object(config), Value::Object(extra)) = (&mut config, extra) {
         config.extend(extra);
+        if entity == Entity::LastCry {
+            // An image has no state topic: its image_topic carries the picture.
+            config.remove("state_topic");
+        }
     }
     config
 }
@@ -330,10 +347,15 @@ mod tests {
     fn every_entity_carries_what_home_assistant_needs() {
         for entity in Entity::ALL {
             let config = config_payload(&nursery(None), entity);
+            let topic = if entity == Entity::LastCry {
+                "image_topic"
+            } else {
+                "state_topic"
+            };
             for key in [
                 "name",
                 "unique_id",
-                "state_topic",
+                topic,
                 "availability",
                 "device",
                 "origin",
@@ -396,6 +418,20 @@ mod tests {
             Entity::Sensitivity,
             json!({"command_topic": "vigil/baby_room/sensitivity/set", "min": 0, "max": 100, "step": 1}),
         );
+        check(
+            Entity::LastCry,
+            json!({
+                "image_topic": "vigil/baby_room/last_cry",
+                "content_type": "image/jpeg",
+                "image_encoding": "b64",
+                "availability": [{"topic": "vigil/status", "payload_available": "online", "payload_not_available": "offline"}],
+            }),
+        );
+        assert!(
+            config_payload(&nursery(None), Entity::LastCry)
+                .get("state_topic")
+                .is_none()
+        );
         let config = config_payload(
             &nursery(Some("homeassistant://hassio/ingress/x_vigil")),
             Entity::Crying,
@@ -435,7 +471,7 @@ mod tests {
         assert!(!is_config_topic(
             "homeassistant/sensor/vigil/x/config/extra"
         ));
-        assert_eq!(retained_topics("a").len(), 12);
+        assert_eq!(retained_topics("a").len(), 14);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Home Assistant over MQTT: one device per camera through MQTT discovery (crying, cry score,
-//! sound level, camera online, a detection switch and a sensitivity number), availability with a
+//! sound level, camera online, a detection switch, a sensitivity number and the last cry's
+//! picture), availability with a
 //! last will, and commands from Home Assistant written into [`Settings`].
 //!
 //! Owns the broker connection: the broker comes from the `mqtt` options or the Supervisor; no
@@ -37,6 +38,7 @@ pub use states::{LEVEL_FLOOR_DBFS, Rates};
 
 use crate::audio::CryReading;
 use crate::config::{CameraSource, Config, MqttOptions};
+use crate::cry_pictures::LatestPicture;
 use crate::settings::Settings;
 use crate::supervisor::{Supervisor, SupervisorError};
 use broker::Broker;
@@ -48,6 +50,8 @@ pub struct CameraFeed {
     pub name: String,
     pub online: watch::Receiver<bool>,
     pub cry: watch::Receiver<CryReading>,
+    /// The picture of the last cry, for the "last cry" image entity.
+    pub last_cry: LatestPicture,
 }
 
 /// The MQTT part's state, for the panel and the log.

@@ -92,6 +92,7 @@ pub(super) async fn run(
             index,
             feed.online.clone(),
             feed.cry.clone(),
+            feed.last_cry.clone(),
             feed_tx.clone(),
             feeds_stop.clone(),
         ));
@@ -363,21 +364,23 @@ impl Session {
     }
 }
 
-/// Wakes the session when a camera's online state or cry reading changes. The session reads
+/// Wakes the session when a camera's online state, cry reading or cry picture changes. The session reads
 /// the latest values itself, so a busy session only ever skips intermediate values.
 async fn forward_changes(
     index: usize,
     mut online: watch::Receiver<bool>,
     mut cry: watch::Receiver<crate::audio::CryReading>,
+    mut picture: crate::cry_pictures::LatestPicture,
     changes: mpsc::Sender<usize>,
     stop: CancellationToken,
 ) {
-    let (mut online_open, mut cry_open) = (true, true);
+    let (mut online_open, mut cry_open, mut picture_open) = (true, true, true);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             r = online.changed(), if online_open => online_open = r.is_ok(),
             r = cry.changed(), if cry_open => cry_open = r.is_ok(),
+            r = picture.changed(), if picture_open => picture_open = r.is_ok(),
         }
         if changes.send(index).await.is_err() {
             return;

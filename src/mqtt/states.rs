@@ -14,6 +14,7 @@ use super::discovery::{Entity, NO_VALUE, OFF, ON, state_topic};
 use super::outbox::Outbox;
 use super::rate::Throttle;
 use crate::audio::CryReading;
+use crate::cry_pictures::LatestPicture;
 use crate::settings::Settings;
 
 /// The quietest level reported, in dBFS: below this is silence (and a 16-bit microphone's
@@ -46,6 +47,9 @@ pub(super) struct CameraStates {
     pub name: String,
     online: watch::Receiver<bool>,
     cry: watch::Receiver<CryReading>,
+    last_cry: LatestPicture,
+    /// When the picture last written was taken, so it is encoded once per cry.
+    last_cry_written: Option<SystemTime>,
     score: Throttle,
     level: Throttle,
     /// The crying state last written, to send score and level at once when it flips.
@@ -58,6 +62,8 @@ impl CameraStates {
             name: feed.name.clone(),
             online: feed.online.clone(),
             cry: feed.cry.clone(),
+            last_cry: feed.last_cry.clone(),
+            last_cry_written: None,
             score: Throttle::new(rates.interval, rates.score_dead_band),
             level: Throttle::new(rates.interval, rates.level_dead_band),
             crying: None,
@@ -66,6 +72,7 @@ impl CameraStates {
 
     /// Writes the latest readings into `outbox`.
     pub fn update(&mut self, now: Instant, outbox: &mut Outbox) {
+        self.write_last_cry(outbox);
         let online = *self.online.borrow();
         let reading = *self.cry.borrow();
         outbox.set(&state_topic(&self.name, Entity::Online), on_off(online));
@@ -89,6 +96,21 @@ impl CameraStates {
             (self.score.offer(score, now), self.level.offer(level, now))
         };
         self.write_measurements(score, level, outbox);
+    }
+
+    /// The last cry's picture, base64 (the image entity's `image_encoding: b64`).
+    fn write_last_cry(&mut self, outbox: &mut Outbox) {
+        use base64::Engine;
+        let picture = self.last_cry.borrow();
+        let Some(picture) = picture.as_ref() else {
+            return;
+        };
+        if self.last_cry_written == Some(picture.at) {
+            return;
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&picture.jpeg);
+        outbox.set(&state_topic(&self.name, Entity::LastCry), encoded);
+        self.last_cry_written = Some(picture.at);
     }
 
     /// Writes the score and level changes whose interval is up.
@@ -199,6 +221,7 @@ mod tests {
             name: "nursery".into(),
             online: online_rx,
             cry: cry_rx,
+            last_cry: watch::channel(None).1,
         };
         Feeds {
             online,

@@ -11,13 +11,21 @@ use base64::Engine;
 
 use crate::config::Credentials;
 
-/// The credentials the API asks for; `None` = open.
+/// The credentials a port asks for (`None` = open), and the options that set them, for the
+/// refusal's sentence.
 #[derive(Clone, Debug)]
-pub struct ApiAuth(pub Option<Credentials>);
+pub struct ApiAuth {
+    pub credentials: Option<Credentials>,
+    /// Such as "api_username and api_password".
+    pub options: &'static str,
+}
 
 /// Middleware: lets a request through when the API is open or its Basic credentials match.
 pub async fn require_basic(
-    State(ApiAuth(credentials)): State<ApiAuth>,
+    State(ApiAuth {
+        credentials,
+        options,
+    }): State<ApiAuth>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -34,7 +42,7 @@ pub async fn require_basic(
             header::WWW_AUTHENTICATE,
             "Basic realm=\"Vigil\", charset=\"UTF-8\"",
         )],
-        "This API needs the user name and password set as api_username and api_password.\n",
+        format!("This port needs the user name and password set as {options}.\n"),
     )
         .into_response()
 }

@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod listen;
 pub mod names;
 mod ws;
 
@@ -27,12 +28,13 @@ pub mod streams;
 
 use crate::audio::Detection;
 use crate::camera::{CameraHandle, Cameras};
-use crate::config::{Credentials, IpNet};
+use crate::config::IpNet;
 use crate::live::{Live, LiveError};
 use crate::mqtt::MqttStatus;
 use crate::settings::Settings;
 
 pub use auth::ApiAuth;
+pub use listen::{api_peers, bind_api, bind_lan};
 pub use names::StreamNames;
 
 /// What every handler may read. Cheap to clone.
@@ -118,8 +120,12 @@ impl IntoResponse for ApiError {
 
 /// Binds `0.0.0.0:port` for the service named by the option `key`, with an error a user can act on.
 pub async fn bind(key: &str, port: u16) -> anyhow::Result<TcpListener> {
-    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-    TcpListener::bind(addr)
+    bind_on(key, IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).await
+}
+
+/// Binds `ip:port` for the service named by the option `key`.
+async fn bind_on(key: &str, ip: IpAddr, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::new(ip, port))
         .await
         .map_err(|e| port_error(key, port, &e))
 }
@@ -157,20 +163,32 @@ pub fn panel_router(state: WebState, allow: Vec<IpNet>) -> Router {
         .merge(panel::routes())
         .merge(live_routes())
         .with_state(state)
-        .layer(middleware::from_fn_with_state(Allow(allow), guard))
+        .layer(middleware::from_fn_with_state(
+            Allow {
+                peers: allow,
+                refusal: "This panel is only reachable through Home Assistant (ingress).\n",
+            },
+            guard,
+        ))
 }
 
-/// The go2rtc-compatible API at the server root, behind Basic auth when credentials are set.
-pub fn api_router(state: WebState, credentials: Option<Credentials>) -> Router {
+/// The go2rtc-compatible API at the server root, behind Basic auth when `auth` has
+/// credentials, for the peers in `peers` (empty = anyone).
+pub fn api_router(state: WebState, auth: ApiAuth, peers: Vec<IpNet>) -> Router {
     Router::new()
         .route("/api", get(api::info))
         .route("/api/streams", get(streams::streams).put(api::put_stream))
         .merge(live_routes())
         .with_state(state)
         .layer(middleware::from_fn(ws::check_origin))
+        .layer(middleware::from_fn_with_state(auth, auth::require_basic))
         .layer(middleware::from_fn_with_state(
-            ApiAuth(credentials),
-            auth::require_basic,
+            Allow {
+                peers,
+                refusal: "This port is for Home Assistant only; players on the home network use \
+                          the LAN port (the lan_port option).\n",
+            },
+            guard,
         ))
 }
 
@@ -210,23 +228,22 @@ async fn live_page() -> Html<&'static str> {
     Html(include_str!("live.html"))
 }
 
-/// Peers allowed to connect; empty = anyone.
+/// Peers allowed to connect (empty = anyone), and what the others are told.
 #[derive(Clone)]
-struct Allow(Vec<IpNet>);
+struct Allow {
+    peers: Vec<IpNet>,
+    refusal: &'static str,
+}
 
 async fn guard(
-    State(Allow(allow)): State<Allow>,
+    State(Allow { peers, refusal }): State<Allow>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    if allow.is_empty() || allow.iter().any(|net| net.contains(peer.ip())) {
+    if peers.is_empty() || peers.iter().any(|net| net.contains(peer.ip())) {
         return next.run(request).await;
     }
-    tracing::debug!(%peer, path = %request.uri().path(), "refused: peer not in web_allow");
-    (
-        StatusCode::FORBIDDEN,
-        "This panel is only reachable through Home Assistant (ingress).\n",
-    )
-        .into_response()
+    tracing::debug!(%peer, path = %request.uri().path(), "refused: peer not allowed");
+    (StatusCode::FORBIDDEN, refusal).into_response()
 }

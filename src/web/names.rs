@@ -163,6 +163,11 @@ mod tests {
         );
         check("rtsp://192.168.1.5:8554/demo?video&audio", camera("demo"));
         check("nursery", camera("nursery"));
+        // The stream source of the Generic Camera entries Vigil adds (homeassistant/).
+        check(
+            "rtsp://viewer:p%40ss@127.0.0.1:8554/nursery",
+            camera("nursery"),
+        );
         check(
             "ffmpeg:camera.nursery#audio=opus#query=log_level=debug",
             SourceMatch::Ignored,

@@ -162,24 +162,6 @@ impl HomeAssistant {
         }
     }
 
-    /// Adds a Generic Camera on the RTSP URL `stream` (HA opens it during the flow) and returns
-    /// its entity id.
-    pub fn add_generic_camera(&self, stream: &str) -> String {
-        let python = venv().join("bin/python");
-        self.script(
-            &python,
-            "setup_camera.py",
-            &[
-                "--url",
-                &self.url,
-                "--token",
-                &self.token,
-                "--stream",
-                stream,
-            ],
-        )
-    }
-
     /// Sends a WebRTC offer for `entity` through HA's websocket, as the frontend does; returns
     /// the events HA sent back (`session`, `answer`, `candidate`, `error`).
     pub fn webrtc_offer(&self, entity: &str, offer: &str) -> Vec<Value> {
@@ -207,6 +189,16 @@ impl HomeAssistant {
 
     /// `GET /api/<path>` as JSON (`None` for 404).
     pub fn get(&self, path: &str) -> Option<Value> {
+        let (status, _, body) = self.get_bytes(path);
+        if status == 404 {
+            return None;
+        }
+        assert!((200..300).contains(&status), "GET {path}: {status}");
+        Some(serde_json::from_slice(&body).expect("not JSON"))
+    }
+
+    /// `GET /api/<path>` as bytes: (status, content type, body).
+    pub fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
         self.runtime.block_on(async {
             let response = self
                 .http
@@ -215,15 +207,42 @@ impl HomeAssistant {
                 .send()
                 .await
                 .expect("Home Assistant does not answer");
-            if response.status() == reqwest::StatusCode::NOT_FOUND {
-                return None;
-            }
-            assert!(
-                response.status().is_success(),
-                "GET {path}: {}",
-                response.status()
-            );
-            Some(response.json().await.expect("not JSON"))
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = response.bytes().await.unwrap_or_default().to_vec();
+            (status, kind, body)
+        })
+    }
+
+    /// Sends one websocket command (as the frontend does) and returns its `result`; panics
+    /// with the error Home Assistant gave.
+    pub fn ws_command(&self, command: Value) -> Value {
+        let url = format!("{}/api/websocket", self.url.replace("http://", "ws://"));
+        self.runtime.block_on(async {
+            let mut ws = authenticated_socket(&url, &self.token).await;
+            let text = |v: Value| Message::Text(v.to_string().into());
+            let mut command = command;
+            command["id"] = json!(1);
+            ws.send(text(command.clone())).await.unwrap();
+            let answer = loop {
+                let reply = match ws.next().await {
+                    Some(Ok(Message::Text(reply))) => reply,
+                    Some(Ok(_)) => continue,
+                    _ => panic!("the websocket closed before answering {command}"),
+                };
+                let reply: Value = serde_json::from_str(&reply).unwrap_or(Value::Null);
+                if reply["type"] == "result" && reply["id"] == 1 {
+                    break reply;
+                }
+            };
+            let _ = ws.close(None).await;
+            assert_eq!(answer["success"], true, "{command}: {answer}");
+            answer["result"].clone()
         })
     }
 
@@ -346,23 +365,8 @@ impl HomeAssistant {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
-                    .await
-                    .expect("websocket");
-                let first = loop {
-                    match ws.next().await {
-                        Some(Ok(Message::Text(text))) => {
-                            break serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
-                        }
-                        Some(Ok(_)) => continue,
-                        _ => panic!("the websocket closed before auth"),
-                    }
-                };
-                assert_eq!(first["type"], "auth_required");
+                let mut ws = authenticated_socket(&ws_url, &token).await;
                 let send = |v: Value| Message::Text(v.to_string().into());
-                ws.send(send(json!({"type": "auth", "access_token": token})))
-                    .await
-                    .unwrap();
                 ws.send(send(json!({
                     "id": 1,
                     "type": "mobile_app/push_notification_channel",
@@ -458,6 +462,31 @@ impl Drop for Phone {
             let _ = hang_up.send(());
         }
     }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Home Assistant's websocket at `url`, past `auth_required`, with the auth message sent.
+async fn authenticated_socket(url: &str, token: &str) -> Socket {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    let first = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                break serde_json::from_str::<Value>(&text).unwrap_or(Value::Null);
+            }
+            Some(Ok(_)) => continue,
+            _ => panic!("the websocket closed before auth"),
+        }
+    };
+    assert_eq!(first["type"], "auth_required");
+    let auth = json!({"type": "auth", "access_token": token});
+    ws.send(Message::Text(auth.to_string().into()))
+        .await
+        .unwrap();
+    ws
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod cry;
 pub mod fake_camera;
 pub mod fake_supervisor;
 pub mod home_assistant;
@@ -105,7 +106,24 @@ impl Vigil {
     }
 
     pub fn start_with_env(options: &str, env: &[(&str, &str)]) -> Self {
-        let data_dir = TempDir::new("data");
+        Self::start_in(TempDir::new("data"), options, env)
+    }
+
+    /// Stops this run (SIGTERM) and starts another with `options` on the same data dir, as
+    /// the Supervisor restarts the add-on after an options change.
+    pub fn restart_with(&mut self, options: &str, env: &[(&str, &str)]) {
+        let (status, _) = self.terminate();
+        assert!(
+            status.success(),
+            "vigil failed to stop: {status}
+{}",
+            self.output()
+        );
+        let data_dir = std::mem::replace(&mut self.data_dir, TempDir::new("data-moved"));
+        *self = Self::start_in(data_dir, options, env);
+    }
+
+    fn start_in(data_dir: TempDir, options: &str, env: &[(&str, &str)]) -> Self {
         let config = data_dir.write("options.yaml", options);
         let mut command = Command::new(vigil_bin());
         command
@@ -368,4 +386,26 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Width and height from a JPEG's start-of-frame marker.
+pub fn jpeg_size(jpeg: &[u8]) -> Option<(u16, u16)> {
+    if !jpeg.starts_with(&[0xFF, 0xD8]) || !jpeg.ends_with(&[0xFF, 0xD9]) {
+        return None;
+    }
+    let mut i = 2;
+    while i + 9 < jpeg.len() {
+        if jpeg[i] != 0xFF {
+            return None;
+        }
+        let marker = jpeg[i + 1];
+        let length = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        if matches!(marker, 0xC0..=0xC3) {
+            let height = u16::from_be_bytes([jpeg[i + 5], jpeg[i + 6]]);
+            let width = u16::from_be_bytes([jpeg[i + 7], jpeg[i + 8]]);
+            return Some((width, height));
+        }
+        i += 2 + length;
+    }
+    None
 }

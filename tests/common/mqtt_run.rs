@@ -68,6 +68,7 @@ impl MqttRun {
                     name: camera.name,
                     online,
                     cry,
+                    last_cry: watch::channel(None).1,
                 }
             })
             .collect();
