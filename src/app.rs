@@ -54,6 +54,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let options = IngestOptions {
         latency: config.camera_latency,
         stall_timeout: config.stall_timeout,
+        unify_audio: config.unify_audio,
     };
     let cameras_stop = CancellationToken::new();
     let mut handles = Vec::new();

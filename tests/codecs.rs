@@ -1,5 +1,6 @@
 //! Every codec a camera may send: H.264 and H.265 video; AAC, G.711 A-law and µ-law, Opus or no
-//! audio. Each camera comes online with the right status and plays through the restream.
+//! audio. Each camera comes online with the right status and plays through the restream (as it
+//! sends it, with `unify_audio` off; tests/unify_audio.rs has the AAC it becomes otherwise).
 
 mod common;
 
@@ -32,7 +33,8 @@ fn every_audio_codec_and_no_audio() {
         .zip(urls.iter().map(String::as_str))
         .collect();
     let ports = Ports::free();
-    let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&entries)));
+    let mut vigil =
+        Vigil::start(&ports.options(&format!("unify_audio: false\n{}", cameras_yaml(&entries))));
     vigil.wait_for_log("panel listening", Duration::from_secs(20));
 
     for ((_, expected, rtp), name) in cases.iter().zip(&names) {

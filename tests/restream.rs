@@ -25,7 +25,7 @@ fn vigil_with(camera: &FakeCamera, extra: &str) -> (Vigil, Ports) {
 #[test]
 fn the_restream_carries_the_cameras_own_bitstream_and_audio() {
     let camera = FakeCamera::start(&["--audio", "pcma", "--gop", "15"]);
-    let (_vigil, ports) = vigil_with(&camera, "");
+    let (_vigil, ports) = vigil_with(&camera, "unify_audio: false\n");
     let direct = RtspClient::start(&camera.url(), ClientOptions::default());
     // Once the camera's client has a keyframe, the restream's cache starts at it or later, so
     // every frame the restream sends is one this client got too.

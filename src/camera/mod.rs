@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod pcm;
 pub mod restream;
 pub mod sink;
+pub mod unify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ pub struct AudioStatus {
     pub codec: String,
     pub sample_rate: u32,
     pub channels: u32,
+    /// The codec Vigil restreams it as, when not the camera's own (`unify_audio`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restreamed_as: Option<String>,
 }
 
 /// What the camera actor reports about its camera. Every text in it is redacted.
@@ -240,7 +244,9 @@ pub fn spawn(
     match &camera.source {
         CameraSource::Demo => {
             tracker.spawn(async move {
-                if let Err(e) = demo::run(hub, status_tx, pcm_output, shutdown).await {
+                if let Err(e) =
+                    demo::run(hub, status_tx, pcm_output, options.unify_audio, shutdown).await
+                {
                     tracing::error!(camera = demo::DEMO_CAMERA_NAME, "{e:#}");
                 }
             });

@@ -175,6 +175,7 @@ mod tests {
 
     fn audio(codec: &str, sample_rate: u32, channels: u32) -> AudioStatus {
         AudioStatus {
+            restreamed_as: None,
             codec: codec.into(),
             sample_rate,
             channels,

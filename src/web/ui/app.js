@@ -125,7 +125,7 @@ function health(camera) {
     parts.push(`${dot}Online`);
     if (s.video) parts.push(`${s.video.codec} ${s.video.width}×${s.video.height}`, `${Math.round(s.video.fps)} fps`);
     parts.push(kbps(s.bitrate_kbps));
-    if (s.audio) parts.push(s.audio.codec);
+    if (s.audio) parts.push(s.audio.restreamed_as ? `${s.audio.codec} → ${s.audio.restreamed_as}` : s.audio.codec);
   } else {
     parts.push(`${dot}${s.state === "connecting" ? "Connecting" : "Offline"}`);
   }
