@@ -61,7 +61,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut cry_readings = Vec::new();
     for camera in config.cameras_to_run() {
         if let CameraSource::Rtsp(url) = &camera.source {
-            tracing::info!(camera = %camera.name, %url, "camera configured");
+            match &camera.sub_source {
+                Some(sub_url) => {
+                    tracing::info!(camera = %camera.name, %url, %sub_url, "camera configured")
+                }
+                None => tracing::info!(camera = %camera.name, %url, "camera configured"),
+            }
         }
         let spawned = camera::spawn(&camera, options, &tracker, cameras_stop.child_token());
         // The camera's decoded audio goes to the detector; without one (no model), its
@@ -149,7 +154,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         port = config.rtsp_port,
         "restream listening: {}",
         cameras
-            .iter()
+            .streams()
             .map(|c| format!(
                 "rtsp://<host>:{}{}",
                 config.rtsp_port,
