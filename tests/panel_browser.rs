@@ -86,9 +86,22 @@ const CARD_VIDEO: &str = r#"(() => {
 })()"#;
 
 async fn wait_playing(chromium: &mut Chromium, page: &Page, transport: &str) -> serde_json::Value {
-    let expression = format!(
-        "(() => {{ const s = {CARD_VIDEO}; return s && s.transport === '{transport}' && s.t > 0.5 && s.frames > 5 ? s : null; }})()"
-    );
+    let condition = format!("s.transport === '{transport}' && s.t > 0.5 && s.frames > 5");
+    let what = format!("the demo card does not play over {transport}");
+    wait_card(chromium, page, CARD_VIDEO, &condition, &what).await
+}
+
+/// Polls `state` (an expression giving a card's state, or null) until `condition` (on `s`) holds
+/// and returns that state; after 20 s fails saying `what`, with the state then.
+async fn wait_card(
+    chromium: &mut Chromium,
+    page: &Page,
+    state: &str,
+    condition: &str,
+    what: &str,
+) -> serde_json::Value {
+    let expression =
+        format!("(() => {{ const s = {state}; return s && {condition} ? s : null; }})()");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let value = chromium.eval(page, &expression).await;
@@ -96,8 +109,8 @@ async fn wait_playing(chromium: &mut Chromium, page: &Page, transport: &str) -> 
             return value;
         }
         if Instant::now() > deadline {
-            let now = chromium.eval(page, CARD_VIDEO).await;
-            panic!("the demo card does not play over {transport} after 20 s: {now}");
+            let now = chromium.eval(page, state).await;
+            panic!("{what} after 20 s: {now}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -278,22 +291,11 @@ async fn wait_stream_over(
     width: u32,
     transport: &str,
 ) -> serde_json::Value {
-    let expression = format!(
-        "(() => {{ const s = {NURSERY}; return s && s.stream === '{stream}' && s.width === {width} \
-         && s.transport === '{transport}' && s.t > 0.3 ? s : null; }})()"
+    let condition = format!(
+        "s.stream === '{stream}' && s.width === {width} && s.transport === '{transport}' && s.t > 0.3"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let value = chromium.eval(page, &expression).await;
-        if !value.is_null() {
-            return value;
-        }
-        if Instant::now() > deadline {
-            let now = chromium.eval(page, NURSERY).await;
-            panic!("the nursery card does not play {stream} at {width} px over {transport}: {now}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("the nursery card does not play {stream} at {width} px over {transport}");
+    wait_card(chromium, page, NURSERY, &condition, &what).await
 }
 
 /// Vigil with a camera `nursery` whose main stream is 1280×720 and sub stream 640×360.

@@ -367,3 +367,23 @@ pub fn split_nals(au: &[u8]) -> Vec<&[u8]> {
     }
     nals
 }
+
+/// Asserts that every NAL unit `relayed` received is one `direct` (a client of the camera
+/// itself) received, and that there were more than `at_least`: nothing was re-encoded.
+pub fn assert_video_untouched(direct: &RtspClient, relayed: &RtspClient, at_least: usize) {
+    let from_camera: std::collections::HashSet<u64> =
+        direct.aus().iter().flat_map(|au| au.nals.clone()).collect();
+    let relayed: Vec<u64> = relayed
+        .aus()
+        .iter()
+        .flat_map(|au| au.nals.clone())
+        .collect();
+    assert!(relayed.len() > at_least, "{} NAL units", relayed.len());
+    let foreign = relayed.iter().filter(|n| !from_camera.contains(n)).count();
+    assert_eq!(
+        foreign,
+        0,
+        "{foreign} of {} NAL units are not the camera's",
+        relayed.len()
+    );
+}
