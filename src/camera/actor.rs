@@ -31,6 +31,10 @@ const BITRATE_EVERY: Duration = Duration::from_secs(2);
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for an announced audio track that sends nothing before going on without it.
 const AUDIO_GRACE: Duration = Duration::from_secs(3);
+/// The same for audio that arrives but is being transcoded (`unify_audio`): its first AAC frame
+/// waits for the encoder to start, which on a loaded machine may take seconds. Shorter than
+/// [`FIRST_FRAME_TIMEOUT`], which frames held for the audio's format count against.
+const TRANSCODED_AUDIO_GRACE: Duration = Duration::from_secs(6);
 
 /// One camera's actor; [`CameraActor::run`] consumes it.
 pub struct CameraActor {
@@ -169,7 +173,11 @@ impl CameraActor {
                         let (video, audio) = ingest.negotiated();
                         if video && !audio {
                             let since = *video_negotiated_at.get_or_insert(now);
-                            if now - since >= AUDIO_GRACE {
+                            let grace = match offer.transcoded_audio {
+                                Some(_) => TRANSCODED_AUDIO_GRACE,
+                                None => AUDIO_GRACE,
+                            };
+                            if now - since >= grace {
                                 tracing::warn!(camera = %self.name, "the camera announced audio but sends none: going on without it");
                                 ingest.give_up_audio();
                             }
