@@ -7,7 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::fake_camera::FakeCamera;
-use common::rtsp_client::{ClientOptions, RtspClient, assert_video_untouched};
+use common::rtsp_client::{
+    ClientOptions, RtspClient, assert_video_untouched, camera_client_a_gop_ahead,
+};
 use common::{Ports, Vigil, cameras_yaml, producer, wait_until};
 
 #[test]
@@ -73,11 +75,7 @@ fn h265_cameras_are_restreamed_as_they_are() {
     let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&[("nursery", &camera.url())])));
     vigil.wait_for_log("camera online", Duration::from_secs(20));
     assert_eq!(producer(ports.web, "nursery")["video"]["codec"], "H.265");
-    let direct = RtspClient::start(&camera.url(), ClientOptions::default());
-    direct.wait("a keyframe from the camera", Duration::from_secs(10), |c| {
-        c.aus().iter().any(|au| au.keyframe)
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let direct = camera_client_a_gop_ahead(&camera.url(), Duration::from_secs(1));
     let relayed = RtspClient::start(
         &ports.restream("nursery"),
         ClientOptions {

@@ -6,7 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fake_camera::FakeCamera;
-use common::rtsp_client::{ClientOptions, RtspClient, assert_video_untouched};
+use common::rtsp_client::{
+    ClientOptions, RtspClient, assert_video_untouched, camera_client_a_gop_ahead,
+};
 use common::{Ports, Vigil, cameras_yaml, producer, wait_until};
 
 /// Starts Vigil on `camera` (as `nursery`) and waits until the camera is online.
@@ -25,13 +27,7 @@ fn vigil_with(camera: &FakeCamera, extra: &str) -> (Vigil, Ports) {
 fn the_restream_carries_the_cameras_own_bitstream_and_audio() {
     let camera = FakeCamera::start(&["--audio", "pcma", "--gop", "15"]);
     let (_vigil, ports) = vigil_with(&camera, "unify_audio: false\n");
-    let direct = RtspClient::start(&camera.url(), ClientOptions::default());
-    // Once the camera's client has a keyframe, the restream's cache starts at it or later, so
-    // every frame the restream sends is one this client got too.
-    direct.wait("a keyframe from the camera", Duration::from_secs(10), |c| {
-        c.aus().iter().any(|au| au.keyframe)
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let direct = camera_client_a_gop_ahead(&camera.url(), Duration::from_secs(1));
     let relayed = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
     relayed.wait("frames from the restream", Duration::from_secs(10), |c| {
         c.au_count() > 60 && c.audio_buffers() > 20

@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::fake_camera::FakeCamera;
-use common::rtsp_client::{ClientOptions, RtspClient, assert_video_untouched};
+use common::rtsp_client::{
+    ClientOptions, RtspClient, assert_video_untouched, camera_client_a_gop_ahead,
+};
 use common::{Ports, Vigil, cameras_yaml, producer};
 
 /// What ffprobe, as an RTSP client, finds in `url`: one `codec_name,codec_type,sample_rate`
@@ -57,11 +59,7 @@ fn a_pcma_camera_and_an_aac_camera_both_restream_aac_with_their_video_untouched(
         assert!(streams.contains("aac,audio"), "{name}: {streams}");
         assert!(!streams.contains("pcm_alaw"), "{name}: {streams}");
 
-        let direct = RtspClient::start(&camera.url(), ClientOptions::default());
-        direct.wait("a keyframe from the camera", Duration::from_secs(10), |c| {
-            c.aus().iter().any(|au| au.keyframe)
-        });
-        std::thread::sleep(Duration::from_millis(200));
+        let direct = camera_client_a_gop_ahead(&camera.url(), Duration::from_secs(1));
         let relayed = RtspClient::start(&ports.restream(name), ClientOptions::default());
         relayed.wait("video and audio", Duration::from_secs(10), |c| {
             c.au_count() > 40 && c.audio_buffers() > 20

@@ -368,6 +368,18 @@ pub fn split_nals(au: &[u8]) -> Vec<&[u8]> {
     nals
 }
 
+/// A client of the camera at `url` for [`assert_video_untouched`], returned a GOP (`gop`) after
+/// its first keyframe: by then the restream's cache starts at that keyframe or a later one, even
+/// when Vigil lags on a loaded machine, so every frame the restream sends is one it got too.
+pub fn camera_client_a_gop_ahead(url: &str, gop: Duration) -> RtspClient {
+    let direct = RtspClient::start(url, ClientOptions::default());
+    direct.wait("a keyframe from the camera", Duration::from_secs(10), |c| {
+        c.aus().iter().any(|au| au.keyframe)
+    });
+    std::thread::sleep(gop + Duration::from_millis(200));
+    direct
+}
+
 /// Asserts that every NAL unit `relayed` received is one `direct` (a client of the camera
 /// itself) received, and that there were more than `at_least`: nothing was re-encoded.
 pub fn assert_video_untouched(direct: &RtspClient, relayed: &RtspClient, at_least: usize) {
