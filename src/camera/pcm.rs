@@ -23,7 +23,10 @@ const MAIN_AUDIO_GRACE: Duration = Duration::from_secs(1);
 
 /// Which of a camera's streams a [`PcmOutput`] carries: the detector hears the main stream's
 /// audio, and the sub stream's only while the main stream sends none (no audio track, or
-/// offline), so one camera is one detector however many streams it has.
+/// offline), so one camera is one detector however many streams it has. Main first because it
+/// is the simplest rule to predict, and preferring the sub stream would save nothing: both
+/// streams carry the same microphone on the cameras we know (Tapo, Reolink), and both streams'
+/// audio is decoded anyway (each pipeline has this branch, so a fail-over is immediate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Main,
