@@ -64,6 +64,39 @@ fn a_connected_client_plays_on_after_a_ten_second_outage() {
     );
 }
 
+/// A camera back from a reboot without its audio (it comes later on some), then with it: the
+/// connected client plays the video on all along.
+#[test]
+fn a_client_plays_on_when_the_camera_comes_back_without_its_audio() {
+    let port = free_port();
+    let mut camera = FakeCamera::start_on(port, &["--audio", "pcma"]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&[("nursery", &camera.url())])));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    let client = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+    client.wait("frames", Duration::from_secs(10), |c| c.au_count() > 10);
+
+    for audio in ["none", "pcma"] {
+        camera.stop();
+        wait_until("the camera seen offline", Duration::from_secs(10), || {
+            state(ports.web, "nursery") != "online"
+        });
+        camera = FakeCamera::start_on(port, &["--audio", audio]);
+        wait_until("the camera back", Duration::from_secs(15), || {
+            state(ports.web, "nursery") == "online"
+        });
+        let before = client.au_count();
+        client.wait(
+            &format!("video after the camera came back with audio {audio}"),
+            Duration::from_secs(10),
+            |c| c.au_count() > before + 10,
+        );
+    }
+    assert!(client.error().is_none(), "{:?}", client.error());
+    let out = vigil.output();
+    assert!(!out.contains("closing a restream client"), "{out}");
+}
+
 #[test]
 fn a_camera_down_at_start_comes_up_when_it_appears() {
     let port = free_port();

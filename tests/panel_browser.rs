@@ -398,3 +398,98 @@ fn over_mse_the_panel_plays_the_sub_stream_even_in_a_large_tile() {
     });
     vigil.terminate();
 }
+
+/// Whether the page fits its viewport: nothing wider than the screen, every card on it.
+const FITS: &str = r#"(() => {
+  if (document.readyState !== 'complete' || !document.documentElement) return { cards: 0 };
+  const cards = [...document.querySelectorAll('.card')];
+  return { overflow: document.documentElement.scrollWidth - innerWidth,
+           cards: cards.length,
+           widest: Math.max(...cards.map(c => c.getBoundingClientRect().right)),
+           viewport: innerWidth,
+           episodes: document.querySelectorAll('.timeline .episode').length,
+           playing: [...document.querySelectorAll('.card video')].filter(v => v.currentTime > 0.5).length };
+})()"#;
+
+/// The panel on a phone (412 × 892, touch, dark) and a desktop (1280 × 800, light): nothing
+/// sticks out of the screen, both cameras play, the crying camera shows its badge and its episode
+/// on the timeline. With `VIGIL_SCREENSHOTS=<dir>` the two views are saved there as PNGs (the
+/// ones in docs/ were made so: `VIGIL_SCREENSHOTS=docs cargo test --test panel_browser fits`).
+#[test]
+fn the_panel_fits_a_phone_and_a_desktop() {
+    if !netns::enter("the_panel_fits_a_phone_and_a_desktop") {
+        return;
+    }
+    let mut nursery = FakeCamera::start(&["--audio", "pcma", "--pattern", "smpte"]);
+    let playroom = FakeCamera::start(&["--audio", "aac", "--pattern", "ball"]);
+    let web_port = free_port();
+    let mut vigil = Vigil::start(&format!(
+        "web_port: {web_port}\napi_port: {}\nrtsp_port: {}\nweb_allow: [127.0.0.1]\n\
+         cameras:\n  - {{name: nursery, url: '{}'}}\n  - {{name: playroom, url: '{}'}}\n",
+        free_port(),
+        free_port(),
+        nursery.url(),
+        playroom.url()
+    ));
+    vigil.wait_for_log("camera=playroom", Duration::from_secs(20));
+    let ingress = Ingress::start(web_port);
+    let clip =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio/cry_09_tired.wav");
+    let screenshots = std::env::var_os("VIGIL_SCREENSHOTS").map(std::path::PathBuf::from);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut chromium = Chromium::launch().await;
+        let page = chromium.open(&ingress.panel_url()).await;
+        let badge = badge_of("nursery");
+        chromium
+            .wait_for(
+                &page,
+                &format!("{badge} === 'Quiet'"),
+                Duration::from_secs(20),
+            )
+            .await;
+        nursery.play(&clip);
+        chromium
+            .wait_for(
+                &page,
+                &format!("{badge} === 'Crying'"),
+                Duration::from_secs(10),
+            )
+            .await;
+        // Crying lasts the clip and the 10 s hold: time to look at it in both sizes.
+        for (name, width, height, mobile, dark) in [
+            ("panel-phone", 412, 892, true, true),
+            ("panel-desktop", 1280, 800, false, false),
+        ] {
+            chromium.emulate(&page, width, height, mobile, dark).await;
+            // Opened again at this size, the page loads the history with the episode in it.
+            chromium.navigate(&page, &ingress.panel_url()).await;
+            let fits = chromium
+                .wait_for(
+                    &page,
+                    &format!(
+                        "(() => {{ const f = {FITS}; return f.cards === 2 && f.playing === 2 && f.episodes > 0 && {badge} === 'Crying' ? f : null; }})()"
+                    ),
+                    Duration::from_secs(20),
+                )
+                .await;
+            print_log_on_failure(&vigil, &chromium.log());
+            // (Negative when a vertical scroll bar takes some of the width.)
+            assert!(
+                fits["overflow"].as_f64().unwrap() <= 0.0,
+                "{name}: wider than the screen: {fits}"
+            );
+            assert!(
+                fits["widest"].as_f64().unwrap() <= fits["viewport"].as_f64().unwrap(),
+                "{name}: a card sticks out: {fits}"
+            );
+            // Let the videos settle on a picture.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let png = chromium.screenshot(&page).await;
+            assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+            if let Some(dir) = &screenshots {
+                std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
+            }
+        }
+    });
+    vigil.terminate();
+}

@@ -128,10 +128,11 @@ fn both_streams_are_restreamed_and_heal_after_an_outage() {
 fn the_detector_hears_the_sub_stream_when_only_it_has_audio() {
     let main = FakeCamera::start(&["--audio", "none"]);
     let sub = FakeCamera::start(&["--audio", "pcma"]);
-    let (_vigil, ports) = start(&main, &sub);
+    let (vigil, ports) = start(&main, &sub);
+    let _log = LogOnFailure(&vigil);
     wait_until(
         "a cry reading from the sub stream's audio",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || {
             let state = panel_state(ports.web);
             state["cameras"][0]["cry"]["level_dbfs"].is_number()

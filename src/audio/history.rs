@@ -2,7 +2,7 @@
 //! timeline; kept bounded in memory and saved under the data directory so that a restart does
 //! not lose the night.
 //!
-//! Windows (every 0.48 s) are folded into 5-second buckets (the highest score and level in
+//! Windows (every 0.24 s) are folded into 5-second buckets (the highest score and level in
 //! each), at most [`MAX_BUCKETS`] per camera (about 0.3 MiB), and at most [`MAX_EPISODES`]
 //! episodes. File I/O happens only in [`History::load`] and [`History::save`].
 

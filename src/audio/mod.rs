@@ -5,7 +5,7 @@
 //!   readings, events, history). What the app, MQTT and the panel use.
 //! - [`yamnet`]: ONNX Runtime and the model (sync, no notion of time).
 //! - [`detector`]: the pure cry detector (thresholds, gate, onset, hold).
-//! - [`windows`]: PCM chunks into 0.975 s windows every 0.48 s, gaps handled.
+//! - [`windows`]: PCM chunks into 0.975 s windows every 0.24 s, gaps handled.
 //! - [`history`]: the bounded 24 h history and its file.
 //! - [`wav`], [`offline`]: `vigil detect FILE.wav`.
 //!

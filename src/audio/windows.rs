@@ -1,5 +1,5 @@
 //! Slides YAMNet windows over a stream of PCM chunks: a ring buffer of the last 0.975 s, a
-//! window every 0.48 s of new audio, and gaps in `pts` handled on the way.
+//! window every 0.24 s of new audio, and gaps in `pts` handled on the way.
 //!
 //! Pure: the caller hands chunks in and gets windows (and gaps) out, on a clock of its own that
 //! only moves forward. Used by the detection service and by `vigil detect`, so both cut the
@@ -94,7 +94,7 @@ impl Windower {
     }
 
     /// At the end of a file: the samples since the last window, padded with silence into one
-    /// last window on the same 0.48 s grid (as YAMNet does for a clip's tail), if there are any.
+    /// last window on the same 0.24 s grid (as YAMNet does for a clip's tail), if there are any.
     pub fn finish(&mut self) -> Option<Cut> {
         if self.fresh == 0 {
             return None;
@@ -204,10 +204,10 @@ mod tests {
 
     #[test]
     fn windows_every_hop_after_the_first_full_one() {
-        // 2 s: windows end at 0.975, 1.455, 1.935; the 65 ms left are padded into one more.
+        // 2 s: windows end at 0.975, 1.215, … 1.935; the 65 ms left are padded into one more.
         let mut chunks = second_from(0);
         chunks.extend(second_from(1000));
-        check(&chunks, "W975 W1455 W1935 F2415");
+        check(&chunks, "W975 W1215 W1455 W1695 W1935 F2175");
         // Exactly one window: nothing left for a tail.
         check(&[chunk(0, WINDOW_SAMPLES, 0.1)], "W975");
         // Shorter than a window: one padded window.
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn the_clock_starts_at_the_first_pts() {
-        check(&second_from(60_000), "W60975 F61455");
+        check(&second_from(60_000), "W60975 F61215");
     }
 
     #[test]
@@ -225,7 +225,7 @@ mod tests {
         // 100 ms missing at 0.5 s: filled with silence, so windows stay on the grid.
         let mut chunks = second_from(0);
         chunks.remove(5);
-        check(&chunks, "W975 F1455");
+        check(&chunks, "W975 F1215");
         let mut w = Windower::new();
         let mut windows = Vec::new();
         for c in &chunks {
@@ -243,14 +243,14 @@ mod tests {
         // 1 s, then nothing until 11 s, then 1 s: the gap is reported and no window spans it.
         let mut chunks = second_from(0);
         chunks.extend(second_from(11_000));
-        check(&chunks, "W975 G1000-11000 W11975 F12455");
+        check(&chunks, "W975 G1000-11000 W11975 F12215");
     }
 
     #[test]
     fn time_going_backwards_keeps_our_clock_moving() {
         let mut chunks = second_from(50_000);
         chunks.extend(second_from(0));
-        check(&chunks, "W50975 G51000-51000 W51975 F52455");
+        check(&chunks, "W50975 G51000-51000 W51975 F52215");
     }
 
     #[test]
@@ -258,6 +258,6 @@ mod tests {
         let chunks: Vec<PcmChunk> = (0..20)
             .map(|i| chunk(i * 100 + if i % 2 == 0 { 0 } else { 5 }, 1600, 0.1))
             .collect();
-        check(&chunks, "W975 W1455 W1935 F2415");
+        check(&chunks, "W975 W1215 W1455 W1695 W1935 F2175");
     }
 }

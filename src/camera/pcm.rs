@@ -127,11 +127,13 @@ pub fn link_decoder(
             })
     };
     let decode = make(decoder, "pcm-decode")?;
+    // First to interleaved mono: `audiobuffersplit` takes only interleaved audio, and AAC
+    // decoders give planar samples.
+    let convert = make("audioconvert", "pcm-convert")?;
     // Cameras send 20 ms packets; the detector looks at ~1 s windows. Grouping the decoded audio
-    // first makes every element after it (and the channel) work five times less often.
+    // makes the resampler (and the channel) work five times less often.
     let group = make("audiobuffersplit", "pcm-group")?;
     group.set_property("output-buffer-duration", gst::Fraction::new(1, 10));
-    let convert = make("audioconvert", "pcm-convert")?;
     let resample = make("audioresample", "pcm-resample")?;
     let caps = gst::Caps::builder("audio/x-raw")
         .field("format", "F32LE")
@@ -145,7 +147,7 @@ pub fn link_decoder(
         .sync(false)
         .async_(false)
         .build();
-    let elements = [&decode, &group, &convert, &resample, sink.upcast_ref()];
+    let elements = [&decode, &convert, &group, &resample, sink.upcast_ref()];
     bin.add_many(elements)?;
     gst::Element::link_many(elements)?;
     sink.set_callbacks(

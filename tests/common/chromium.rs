@@ -189,6 +189,59 @@ impl Chromium {
         (page, first.as_f64().unwrap_or_default())
     }
 
+    /// Makes `page` a `width` × `height` CSS-pixel screen (`mobile`: a phone's viewport and
+    /// touch) in a light or dark colour scheme, as a phone or a desktop browser would be.
+    pub async fn emulate(
+        &mut self,
+        page: &Page,
+        width: u32,
+        height: u32,
+        mobile: bool,
+        dark: bool,
+    ) {
+        let session = Some(page.session.as_str());
+        self.call(
+            session,
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": if mobile { 2 } else { 1 }, "mobile": mobile }),
+        )
+        .await;
+        self.call(
+            session,
+            "Emulation.setTouchEmulationEnabled",
+            json!({ "enabled": mobile }),
+        )
+        .await;
+        self.call(
+            session,
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": if dark { "dark" } else { "light" } }] }),
+        )
+        .await;
+    }
+
+    /// Loads `url` in `page`; returns once the new document is committed (so that evaluating
+    /// in it no longer races the navigation).
+    pub async fn navigate(&mut self, page: &Page, url: &str) {
+        self.call(Some(&page.session), "Page.navigate", json!({ "url": url }))
+            .await;
+    }
+
+    /// A PNG of what `page` shows.
+    pub async fn screenshot(&mut self, page: &Page) -> Vec<u8> {
+        use base64::Engine;
+        let shot = self
+            .call(
+                Some(&page.session),
+                "Page.captureScreenshot",
+                json!({ "format": "png" }),
+            )
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("no screenshot data"))
+            .expect("a screenshot in base64")
+    }
+
     /// Closes a tab (its peer connections and sockets close with it).
     pub async fn close(&mut self, page: Page) {
         self.call(

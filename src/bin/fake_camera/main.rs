@@ -92,7 +92,9 @@ impl AudioCodec {
 
     fn encode_and_pay(self) -> Option<&'static str> {
         Some(match self {
-            AudioCodec::Aac => "voaacenc bitrate=32000 ! aacparse ! rtpmp4gpay name=pay1 pt=97",
+            AudioCodec::Aac => {
+                "voaacenc bitrate=32000 ! aacparse ! rtpmp4gpay name=pay1 pt=97 max-ptime=64000000"
+            }
             AudioCodec::Pcma => "alawenc ! rtppcmapay name=pay1",
             AudioCodec::Pcmu => "mulawenc ! rtppcmupay name=pay1",
             AudioCodec::Opus => "opusenc ! rtpopuspay name=pay1 pt=98",

@@ -174,8 +174,11 @@ impl Feed {
             caps.as_ref()
                 .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
         };
-        if codec(&described.video) != codec(&info.video)
-            || codec(&described.audio) != codec(&info.audio)
+        // A track that went missing (a camera back from a reboot without its audio yet) leaves
+        // the client playing the other one; only a different codec needs a new SDP.
+        let changed = |was: Option<String>, now: Option<String>| matches!((was, now), (Some(was), Some(now)) if was != now);
+        if changed(codec(&described.video), codec(&info.video))
+            || changed(codec(&described.audio), codec(&info.audio))
         {
             return Err("the camera's codecs changed");
         }
@@ -185,7 +188,11 @@ impl Feed {
                 src.set_caps(Some(caps));
             }
         }
-        self.described = Some(info.clone());
+        // A missing track keeps its described codec, so that it must come back the same.
+        self.described = Some(Arc::new(StreamInfo {
+            video: info.video.clone().or_else(|| described.video.clone()),
+            audio: info.audio.clone().or_else(|| described.audio.clone()),
+        }));
         Ok(())
     }
 
