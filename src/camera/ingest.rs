@@ -309,14 +309,8 @@ fn link_track(setup: &TrackSetup, pad: &gst::Pad, pcm: PcmOutput) -> anyhow::Res
         Track::Video => "video",
         Track::Audio => "audio",
     };
-    let make = |factory: &str, name: &str| {
-        gst::ElementFactory::make(factory)
-            .name(format!("{camera}-{role}-{name}"))
-            .build()
-            .with_context(|| {
-                format!("cannot create {factory} (is its GStreamer plugin installed?)")
-            })
-    };
+    let make =
+        |factory: &str, name: &str| super::make_element(factory, format!("{camera}-{role}-{name}"));
     let mut elements = Vec::new();
     for factory in chain.elements {
         let element = make(factory, factory)?;

@@ -38,6 +38,16 @@ pub use hub::{
     ConsumerClock, ConsumerKind, Frame, Hub, MediaEvent, StreamInfo, Subscription, Track,
 };
 
+/// Makes a `factory` element named `name` for a camera pipeline, with an error that names the
+/// missing plugin.
+pub(crate) fn make_element(factory: &str, name: String) -> anyhow::Result<gst::Element> {
+    use anyhow::Context;
+    gst::ElementFactory::make(factory)
+        .name(name)
+        .build()
+        .with_context(|| format!("cannot create {factory} (is its GStreamer plugin installed?)"))
+}
+
 /// Where a camera's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use gst::prelude::*;
 use tokio::sync::mpsc;
 
@@ -118,14 +117,7 @@ pub fn link_decoder(
     prefix: &str,
     output: PcmOutput,
 ) -> anyhow::Result<()> {
-    let make = |factory: &str, role: &str| {
-        gst::ElementFactory::make(factory)
-            .name(format!("{prefix}-{role}"))
-            .build()
-            .with_context(|| {
-                format!("cannot create {factory} (is the GStreamer plugin installed?)")
-            })
-    };
+    let make = |factory: &str, role: &str| super::make_element(factory, format!("{prefix}-{role}"));
     let decode = make(decoder, "pcm-decode")?;
     // First to interleaved mono: `audiobuffersplit` takes only interleaved audio, and AAC
     // decoders give planar samples.

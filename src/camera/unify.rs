@@ -42,14 +42,8 @@ pub fn aac_chain(
     rate: Option<i32>,
     prefix: &str,
 ) -> anyhow::Result<Vec<gst::Element>> {
-    let make = |factory: &str, role: &str| {
-        gst::ElementFactory::make(factory)
-            .name(format!("{prefix}-aac-{role}"))
-            .build()
-            .with_context(|| {
-                format!("cannot create {factory} (is its GStreamer plugin installed?)")
-            })
-    };
+    let make =
+        |factory: &str, role: &str| super::make_element(factory, format!("{prefix}-aac-{role}"));
     let raw = make("capsfilter", "raw")?;
     let mut caps = gst::Caps::builder("audio/x-raw").field("channels", 1i32);
     if let Some(rate) = rate {
