@@ -134,8 +134,11 @@ fn a_pcma_camera_and_an_aac_camera_both_play_opus_over_webrtc() {
         "log_level: debug\n{}",
         cameras_yaml(&[("nursery", &tapo.url()), ("playroom", &reolink.url())])
     )));
-    for _ in 0..2 {
-        vigil.wait_for_log("camera online", Duration::from_secs(20));
+    vigil.wait_for_log("panel listening", Duration::from_secs(20));
+    for camera in ["nursery", "playroom"] {
+        common::wait_until(&format!("{camera} online"), Duration::from_secs(20), || {
+            common::producer(ports.web, camera)["state"] == "online"
+        });
     }
     let vigil = LogOnFailure(vigil);
     let runtime = tokio::runtime::Runtime::new().unwrap();

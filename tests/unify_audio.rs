@@ -12,7 +12,7 @@ use common::fake_camera::FakeCamera;
 use common::rtsp_client::{
     ClientOptions, RtspClient, assert_video_untouched, camera_client_a_gop_ahead,
 };
-use common::{Ports, Vigil, cameras_yaml, producer};
+use common::{Ports, Vigil, cameras_yaml, producer, wait_until};
 
 /// What ffprobe, as an RTSP client, finds in `url`: one `codec_name,codec_type,sample_rate`
 /// line per stream.
@@ -39,8 +39,11 @@ fn ffprobe(url: &str) -> String {
 fn start(cameras: &[(&str, &str)], extra: &str) -> (Vigil, Ports) {
     let ports = Ports::free();
     let mut vigil = Vigil::start(&ports.options(&format!("{extra}{}", cameras_yaml(cameras))));
-    for _ in cameras {
-        vigil.wait_for_log("camera online", Duration::from_secs(20));
+    vigil.wait_for_log("panel listening", Duration::from_secs(20));
+    for (name, _) in cameras {
+        wait_until(&format!("{name} online"), Duration::from_secs(20), || {
+            producer(ports.web, name)["state"] == "online"
+        });
     }
     (vigil, ports)
 }
