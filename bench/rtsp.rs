@@ -11,7 +11,8 @@
 //!
 //! Options (after `--`): `--window S` (CPU window, default 20), `--repeats N` (default 3),
 //! `--counts 0,1,4,16`, `--only cpu|latency|recovery`. Results go to stdout as Markdown.
-//! `BENCH_CAMERA_ARGS` replaces the fake camera's arguments.
+//! `BENCH_CAMERA_ARGS` replaces the fake camera's arguments; `BENCH_VIGIL_OPTIONS` adds option
+//! lines (such as `unify_audio: false`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -74,9 +75,13 @@ fn main() {
         println!("with {k}={v}\n");
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let extra_options = std::env::var("BENCH_VIGIL_OPTIONS").unwrap_or_default();
+    if !extra_options.is_empty() {
+        println!("with options `{extra_options}`\n");
+    }
     let mut vigil = Vigil::start_with_env(
         &ports.options(&format!(
-            "log_level: warning\n{}",
+            "log_level: warning\n{extra_options}\n{}",
             cameras_yaml(&[("cam", &camera.url())])
         )),
         &env,

@@ -57,13 +57,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let options = IngestOptions {
         latency: config.camera_latency,
         stall_timeout: config.stall_timeout,
+        unify_audio: config.unify_audio,
     };
     let cameras_stop = CancellationToken::new();
     let mut handles = Vec::new();
     let mut cry_readings = Vec::new();
     for camera in config.cameras_to_run() {
         if let CameraSource::Rtsp(url) = &camera.source {
-            tracing::info!(camera = %camera.name, %url, "camera configured");
+            match &camera.sub_source {
+                Some(sub_url) => {
+                    tracing::info!(camera = %camera.name, %url, %sub_url, "camera configured")
+                }
+                None => tracing::info!(camera = %camera.name, %url, "camera configured"),
+            }
         }
         let spawned = camera::spawn(&camera, options, &tracker, cameras_stop.child_token());
         // The camera's decoded audio goes to the detector; without one (no model), its
@@ -72,16 +78,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Some(detection) => detection.add_camera(&camera.name, spawned.pcm),
             None => watch::channel(CryReading::default()).1,
         };
-        cry_readings.push(reading);
+        cry_readings.push((spawned.handle.clone(), reading));
         handles.push(spawned.handle);
     }
     let cameras = Cameras::new(handles);
 
     // --- MQTT: Home Assistant's entities. Each camera's online state follows its status.
     let cry_pictures = CryPictures::new(&config.data_dir, &cameras.names());
-    let feeds: Vec<CameraFeed> = cameras
-        .iter()
-        .zip(cry_readings)
+    // Paired in the options' order as they were spawned (`Cameras` sorts by name).
+    let feeds: Vec<CameraFeed> = cry_readings
+        .into_iter()
         .map(|(handle, cry)| CameraFeed {
             name: handle.name().to_string(),
             online: online_of(handle.watch_status(), &tracker, cameras_stop.child_token()),
@@ -194,7 +200,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         port = config.rtsp_port,
         "restream listening: {}",
         cameras
-            .iter()
+            .streams()
             .map(|c| format!(
                 "rtsp://<host>:{}{}",
                 config.rtsp_port,

@@ -34,8 +34,9 @@ fn episodes(web_port: u16, camera: &str) -> Vec<serde_json::Value> {
 fn a_cry_through_the_camera_turns_crying_on_then_off_as_one_episode() {
     let broker = Mosquitto::start(PASSWORD);
     let mut cameras = [
-        ("nursery", FakeCamera::start(&["--audio", "pcma"])),
-        ("playroom", FakeCamera::start(&["--audio", "aac"])),
+        // Not in alphabetical order, so each camera's reading must find its own entity.
+        ("playroom", FakeCamera::start(&["--audio", "pcma"])),
+        ("nursery", FakeCamera::start(&["--audio", "aac"])),
     ];
     let ports = Ports::free();
     let mut options = String::from("cameras:\n");
@@ -63,25 +64,35 @@ fn a_cry_through_the_camera_turns_crying_on_then_off_as_one_episode() {
     std::thread::sleep(Duration::from_secs(3));
     probe.clear();
 
+    // One camera after the other: each one's crying turns on, and only its own.
     let offset = audible_offset(&clip());
-    let audible: Vec<u64> = cameras
-        .iter_mut()
-        .map(|(_, camera)| camera.play(&clip()) + offset.as_millis() as u64)
-        .collect();
-
-    for ((name, _), audible) in cameras.iter().zip(&audible) {
+    let mut audible = Vec::new();
+    for index in 0..cameras.len() {
+        let (name, camera) = &mut cameras[index];
+        let at = camera.play(&clip()) + offset.as_millis() as u64;
         let on = probe.wait_for(
             &format!("vigil/{name}/crying"),
             "ON",
             Duration::from_secs(15),
         );
-        let late = unix_ms_of(&on).saturating_sub(*audible);
+        let late = unix_ms_of(&on).saturating_sub(at);
         eprintln!("{name}: crying ON {late} ms after the cry became audible");
         assert!(
             Duration::from_millis(late) <= ON_WITHIN,
             "{name}: crying ON {late} ms after the cry became audible (at most {} ms)",
             ON_WITHIN.as_millis()
         );
+        for (quiet, _) in &cameras[index + 1..] {
+            assert!(
+                probe
+                    .on(&format!("vigil/{quiet}/crying"))
+                    .iter()
+                    .all(|m| m.payload == "OFF"),
+                "{quiet} cries while only {} does",
+                cameras[index].0
+            );
+        }
+        audible.push(at);
     }
     for ((name, _), audible) in cameras.iter().zip(&audible) {
         // The clip lasts about 6 s; crying ends once the hold (10 s) passes without crying.

@@ -1,13 +1,15 @@
 //! Live view in a real headless Chromium, inside a private network namespace: the WebRTC page
 //! and the MSE page each play the demo camera (frames decoded, time advancing); its PCMA audio
-//! arrives as Opus over WebRTC and as AAC over MSE.
+//! arrives as Opus over WebRTC and as AAC over MSE. A PCMA camera and an AAC camera both play
+//! Opus over WebRTC (`unify_audio`).
 
 mod common;
 
 use std::time::Duration;
 
 use common::chromium::{self, Chromium, Page};
-use common::{Vigil, free_port, netns};
+use common::fake_camera::FakeCamera;
+use common::{Ports, Vigil, cameras_yaml, free_port, netns};
 use serde_json::Value;
 
 /// What the page's peer connection receives, per kind: frames decoded, packets, codec.
@@ -67,13 +69,7 @@ fn webrtc_plays_in_chromium_with_opus_audio() {
     runtime.block_on(async {
         let mut chromium = Chromium::launch().await;
         let (page, first) = open(&mut chromium, web_port, "webrtc").await;
-        let playing = format!(
-            "(async () => {{ const s = await {WEBRTC_STATS}; \
-             return s && s.video && s.audio && s.video.framesDecoded > 10 && s.audio.packetsReceived > 10 ? s : null; }})()"
-        );
-        let stats = chromium
-            .wait_for(&page, &playing, Duration::from_secs(30))
-            .await;
+        let stats = webrtc_stats_playing(&mut chromium, &page).await;
         assert_eq!(stats["video"]["mimeType"], "video/H264", "{stats}");
         assert_eq!(stats["audio"]["mimeType"], "audio/opus", "{stats}");
         assert_eq!(stats["video"]["frameWidth"], 640, "{stats}");
@@ -98,12 +94,82 @@ fn webrtc_plays_in_chromium_with_opus_audio() {
         let errors = chromium.eval(&page, "vigil.errors").await;
         assert_eq!(errors, Value::Array(vec![]), "page errors");
         let transports = chromium.eval(&page, "vigil.transports").await;
-        assert!(transports.as_array().unwrap().contains(&Value::from("webrtc")), "{transports}");
+        assert!(
+            transports
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("webrtc")),
+            "{transports}"
+        );
         println!("WebRTC first frame after {first} ms; {stats}");
         // Stopping with a WebRTC viewer connected is as quick and clean as without.
         let (status, took) = vigil.0.terminate();
-        assert!(status.success() && took < Duration::from_secs(5), "{status} after {took:?}");
+        assert!(
+            status.success() && took < Duration::from_secs(5),
+            "{status} after {took:?}"
+        );
     });
+}
+
+/// Waits until the page's WebRTC receives video and audio; returns its stats.
+async fn webrtc_stats_playing(chromium: &mut Chromium, page: &Page) -> Value {
+    let playing = format!(
+        "(async () => {{ const s = await {WEBRTC_STATS}; \
+         return s && s.video && s.audio && s.video.framesDecoded > 10 && s.audio.packetsReceived > 10 ? s : null; }})()"
+    );
+    chromium
+        .wait_for(page, &playing, Duration::from_secs(30))
+        .await
+}
+
+#[test]
+fn a_pcma_camera_and_an_aac_camera_both_play_opus_over_webrtc() {
+    if !netns::enter("a_pcma_camera_and_an_aac_camera_both_play_opus_over_webrtc") {
+        return;
+    }
+    let tapo = FakeCamera::start(&["--audio", "pcma"]);
+    let reolink = FakeCamera::start(&["--audio", "aac"]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "log_level: debug\n{}",
+        cameras_yaml(&[("nursery", &tapo.url()), ("playroom", &reolink.url())])
+    )));
+    vigil.wait_for_log("panel listening", Duration::from_secs(20));
+    for camera in ["nursery", "playroom"] {
+        common::wait_until(&format!("{camera} online"), Duration::from_secs(20), || {
+            common::producer(ports.web, camera)["state"] == "online"
+        });
+    }
+    let vigil = LogOnFailure(vigil);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut chromium = Chromium::launch().await;
+        for camera in ["nursery", "playroom"] {
+            let url = format!(
+                "http://127.0.0.1:{}/live?src={camera}&mode=webrtc",
+                ports.web
+            );
+            let (page, _) = chromium.open_playing(&url).await;
+            let stats = webrtc_stats_playing(&mut chromium, &page).await;
+            assert_eq!(
+                stats["audio"]["mimeType"], "audio/opus",
+                "{camera}: {stats}"
+            );
+            assert_eq!(
+                stats["video"]["mimeType"], "video/H264",
+                "{camera}: {stats}"
+            );
+        }
+    });
+    // Each camera's Opus comes from one transcoder, fed with the AAC both cameras now send.
+    let log = vigil.0.output();
+    for camera in ["nursery", "playroom"] {
+        let started = log
+            .lines()
+            .filter(|l| l.contains("audio transcoder starting") && l.contains(camera))
+            .count();
+        assert_eq!(started, 1, "{camera}'s transcoders:\n{log}");
+    }
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! (the page lives under /api/hassio_ingress/<token>/), inside a private network namespace:
 //! it lists the cameras, plays them over WebRTC, and falls back to MSE when WebRTC cannot
 //! connect (as through a tunnel), and shows the crying badge within 2 s of a cry at the camera.
+//! A camera with a sub stream plays it in a small tile and over MSE, and its main stream full
+//! screen; the card's button forces either, remembered across a reload.
 
 mod common;
 
@@ -84,9 +86,22 @@ const CARD_VIDEO: &str = r#"(() => {
 })()"#;
 
 async fn wait_playing(chromium: &mut Chromium, page: &Page, transport: &str) -> serde_json::Value {
-    let expression = format!(
-        "(() => {{ const s = {CARD_VIDEO}; return s && s.transport === '{transport}' && s.t > 0.5 && s.frames > 5 ? s : null; }})()"
-    );
+    let condition = format!("s.transport === '{transport}' && s.t > 0.5 && s.frames > 5");
+    let what = format!("the demo card does not play over {transport}");
+    wait_card(chromium, page, CARD_VIDEO, &condition, &what).await
+}
+
+/// Polls `state` (an expression giving a card's state, or null) until `condition` (on `s`) holds
+/// and returns that state; after 20 s fails saying `what`, with the state then.
+async fn wait_card(
+    chromium: &mut Chromium,
+    page: &Page,
+    state: &str,
+    condition: &str,
+    what: &str,
+) -> serde_json::Value {
+    let expression =
+        format!("(() => {{ const s = {state}; return s && {condition} ? s : null; }})()");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let value = chromium.eval(page, &expression).await;
@@ -94,8 +109,8 @@ async fn wait_playing(chromium: &mut Chromium, page: &Page, transport: &str) -> 
             return value;
         }
         if Instant::now() > deadline {
-            let now = chromium.eval(page, CARD_VIDEO).await;
-            panic!("the demo card does not play over {transport} after 20 s: {now}");
+            let now = chromium.eval(page, state).await;
+            panic!("{what} after 20 s: {now}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -159,18 +174,7 @@ fn the_panel_falls_back_to_mse_when_webrtc_cannot_connect() {
         return;
     }
     let (mut vigil, ingress) = start_vigil();
-    // As behind a tunnel: the page and its WebSocket reach Vigil (here on loopback), but no
-    // media path does. Inside the test's namespace, every packet for the one address ICE can
-    // use is dropped (nftables, installed by scripts/install-deps.sh).
-    let nft = Command::new("nft")
-        .arg(
-            "add table inet vigil_test; \
-               add chain inet vigil_test out { type filter hook output priority 0; }; \
-               add rule inet vigil_test out ip daddr 10.99.0.0/24 drop",
-        )
-        .status()
-        .expect("cannot run nft (scripts/install-deps.sh installs nftables)");
-    assert!(nft.success(), "nft failed");
+    block_media_paths();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut chromium = Chromium::launch().await;
         let started = Instant::now();
@@ -187,6 +191,21 @@ fn the_panel_falls_back_to_mse_when_webrtc_cannot_connect() {
         println!("panel playing over MSE {took:?} after opening (WebRTC blocked)");
     });
     vigil.terminate();
+}
+
+/// As behind a tunnel: the page and its WebSocket reach Vigil (here on loopback), but no media
+/// path does. Inside the test's namespace, every packet for the one address ICE can use is
+/// dropped (nftables, installed by scripts/install-deps.sh).
+fn block_media_paths() {
+    let nft = Command::new("nft")
+        .arg(
+            "add table inet vigil_test; \
+               add chain inet vigil_test out { type filter hook output priority 0; }; \
+               add rule inet vigil_test out ip daddr 10.99.0.0/24 drop",
+        )
+        .status()
+        .expect("cannot run nft (scripts/install-deps.sh installs nftables)");
+    assert!(nft.success(), "nft failed");
 }
 
 /// The badge of `camera`'s card, or null before the card exists.
@@ -238,6 +257,144 @@ fn the_crying_badge_shows_within_two_seconds_of_a_cry_at_the_camera() {
             took <= Duration::from_secs(2),
             "the crying badge took {took:?} (at most 2 s)"
         );
+    });
+    vigil.terminate();
+}
+
+/// The nursery card: which stream it plays, at what size, over what, and its stream button.
+const NURSERY: &str = r#"(() => {
+  const card = document.querySelector('.card[data-camera="nursery"]');
+  if (!card) return null;
+  const v = document.querySelector('video[aria-label="Nursery live"]');
+  return { stream: card.dataset.stream, width: v.videoWidth, t: v.currentTime,
+           transport: card.querySelector('.transport').textContent,
+           button: card.querySelector('.stream').textContent,
+           tile: card.querySelector('.video-box').clientWidth,
+           health: card.querySelector('.health').textContent };
+})()"#;
+
+/// Waits until the nursery card plays `stream` at `width` over WebRTC.
+async fn wait_stream(
+    chromium: &mut Chromium,
+    page: &Page,
+    stream: &str,
+    width: u32,
+) -> serde_json::Value {
+    wait_stream_over(chromium, page, stream, width, "WebRTC").await
+}
+
+/// Waits until the nursery card plays `stream` at `width` over `transport`.
+async fn wait_stream_over(
+    chromium: &mut Chromium,
+    page: &Page,
+    stream: &str,
+    width: u32,
+    transport: &str,
+) -> serde_json::Value {
+    let condition = format!(
+        "s.stream === '{stream}' && s.width === {width} && s.transport === '{transport}' && s.t > 0.3"
+    );
+    let what = format!("the nursery card does not play {stream} at {width} px over {transport}");
+    wait_card(chromium, page, NURSERY, &condition, &what).await
+}
+
+/// Vigil with a camera `nursery` whose main stream is 1280×720 and sub stream 640×360.
+fn start_vigil_with_sub_stream() -> (Vigil, Ingress, [FakeCamera; 2]) {
+    let main = FakeCamera::start(&["--width", "1280", "--height", "720"]);
+    let sub = FakeCamera::start(&["--width", "640", "--height", "360"]);
+    let web_port = free_port();
+    let mut vigil = Vigil::start(&format!(
+        "web_port: {web_port}\napi_port: {}\nrtsp_port: {}\nweb_allow: [127.0.0.1]\n\
+         cameras:\n  - {{name: nursery, url: '{}', sub_url: '{}'}}\n",
+        free_port(),
+        free_port(),
+        main.url(),
+        sub.url()
+    ));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    let ingress = Ingress::start(web_port);
+    (vigil, ingress, [main, sub])
+}
+
+#[test]
+fn the_panel_plays_the_sub_stream_in_a_small_tile_and_the_main_stream_full_screen() {
+    if !netns::enter(
+        "the_panel_plays_the_sub_stream_in_a_small_tile_and_the_main_stream_full_screen",
+    ) {
+        return;
+    }
+    let (mut vigil, ingress, _cameras) = start_vigil_with_sub_stream();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // A phone-sized window: the tile is narrower than the main stream's detail.
+        let mut chromium = Chromium::launch_with(&["--window-size=480,900"]).await;
+        let page = chromium.open(&ingress.panel_url()).await;
+        let tile = wait_stream(&mut chromium, &page, "nursery_sub", 640).await;
+        print_log_on_failure(&vigil, &chromium.log());
+        assert!(tile["tile"].as_u64().unwrap() < 640, "{tile}");
+        assert_eq!(tile["button"], "Auto · SD", "{tile}");
+        // Both streams' health on the card.
+        let health = tile["health"].as_str().unwrap();
+        assert!(
+            health.contains("Main") && health.contains("H.264 1280×720"),
+            "{health}"
+        );
+        assert!(
+            health.contains("Sub") && health.contains("H.264 640×360"),
+            "{health}"
+        );
+
+        // Full screen: the main stream; back in the grid: the sub stream again.
+        chromium
+            .eval(
+                &page,
+                "document.querySelector('.card[data-camera=\"nursery\"] .video-box').click()",
+            )
+            .await;
+        wait_stream(&mut chromium, &page, "nursery", 1280).await;
+        chromium.eval(&page, "history.back()").await;
+        wait_stream(&mut chromium, &page, "nursery_sub", 640).await;
+
+        // Forcing the main stream holds in the small tile, and after a reload.
+        let button = "document.querySelector('.card[data-camera=\"nursery\"] .stream').click()";
+        chromium.eval(&page, button).await;
+        let forced = wait_stream(&mut chromium, &page, "nursery", 1280).await;
+        assert_eq!(forced["button"], "HD", "{forced}");
+        chromium.eval(&page, "location.reload()").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_stream(&mut chromium, &page, "nursery", 1280).await;
+        // Then the sub stream, forced.
+        chromium.eval(&page, button).await;
+        let forced = wait_stream(&mut chromium, &page, "nursery_sub", 640).await;
+        assert_eq!(forced["button"], "SD", "{forced}");
+    });
+    vigil.terminate();
+}
+
+#[test]
+fn over_mse_the_panel_plays_the_sub_stream_even_in_a_large_tile() {
+    if !netns::enter("over_mse_the_panel_plays_the_sub_stream_even_in_a_large_tile") {
+        return;
+    }
+    let (mut vigil, ingress, _cameras) = start_vigil_with_sub_stream();
+    block_media_paths();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut chromium = Chromium::launch_with(&["--window-size=1400,1000"]).await;
+        let page = chromium.open(&ingress.panel_url()).await;
+        let state = wait_stream_over(&mut chromium, &page, "nursery_sub", 640, "MSE").await;
+        print_log_on_failure(&vigil, &chromium.log());
+        assert!(
+            state["tile"].as_u64().unwrap() >= 640,
+            "a large tile: {state}"
+        );
+        // Full screen stays on the sub stream: the connection is what limits it.
+        chromium
+            .eval(
+                &page,
+                "document.querySelector('.card[data-camera=\"nursery\"] .video-box').click()",
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        wait_stream_over(&mut chromium, &page, "nursery_sub", 640, "MSE").await;
     });
     vigil.terminate();
 }

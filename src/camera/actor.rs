@@ -19,7 +19,7 @@ use super::failure::{Failure, FailureKind};
 use super::hub::Hub;
 use super::ingest::{Ingest, IngestOptions};
 use super::pcm::PcmOutput;
-use super::{CameraState, CameraStatus};
+use super::{AudioStatus, CameraState, CameraStatus};
 use crate::config::CameraUrl;
 use crate::secret::Redactor;
 
@@ -31,6 +31,10 @@ const BITRATE_EVERY: Duration = Duration::from_secs(2);
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for an announced audio track that sends nothing before going on without it.
 const AUDIO_GRACE: Duration = Duration::from_secs(3);
+/// The same for audio that arrives but is being transcoded (`unify_audio`): its first AAC frame
+/// waits for the encoder to start, which on a loaded machine may take seconds. Shorter than
+/// [`FIRST_FRAME_TIMEOUT`], which frames held for the audio's format count against.
+const TRANSCODED_AUDIO_GRACE: Duration = Duration::from_secs(6);
 
 /// One camera's actor; [`CameraActor::run`] consumes it.
 pub struct CameraActor {
@@ -169,7 +173,11 @@ impl CameraActor {
                         let (video, audio) = ingest.negotiated();
                         if video && !audio {
                             let since = *video_negotiated_at.get_or_insert(now);
-                            if now - since >= AUDIO_GRACE {
+                            let grace = match offer.transcoded_audio {
+                                Some(_) => TRANSCODED_AUDIO_GRACE,
+                                None => AUDIO_GRACE,
+                            };
+                            if now - since >= grace {
                                 tracing::warn!(camera = %self.name, "the camera announced audio but sends none: going on without it");
                                 ingest.give_up_audio();
                             }
@@ -178,7 +186,7 @@ impl CameraActor {
                     if !online && received.video_frames > 0 {
                         online = true;
                         backoff.on_online(now);
-                        measure_fps = self.went_online(*ever_online);
+                        measure_fps = self.went_online(*ever_online, offer.transcoded_audio.clone());
                         *ever_online = true;
                     }
                     if now - meter.0 >= BITRATE_EVERY {
@@ -226,16 +234,22 @@ impl CameraActor {
     }
 
     /// Reports the camera online; returns true when its frame rate must be measured.
-    fn went_online(&self, reconnected: bool) -> bool {
+    /// `transcoded_audio` is the camera's own audio when the hub carries it as AAC.
+    fn went_online(&self, reconnected: bool, transcoded_audio: Option<AudioStatus>) -> bool {
         let info = self.hub.info();
         let video = info
             .as_ref()
             .and_then(|i| i.video.as_ref())
             .and_then(|c| video_status(c));
-        let audio = info
+        let hub_audio = info
             .as_ref()
             .and_then(|i| i.audio.as_ref())
             .and_then(|c| audio_status(c));
+        // An audio track given up on stays given up on, even if it was being transcoded.
+        let audio = match hub_audio {
+            Some(_) if transcoded_audio.is_some() => transcoded_audio,
+            hub => hub,
+        };
         let measure_fps = video.as_ref().is_some_and(|v| v.fps == 0.0);
         self.status.send_modify(|s| {
             if reconnected {
@@ -250,9 +264,14 @@ impl CameraActor {
         let describe_video = video.map_or("no video".into(), |v| {
             format!("{} {}x{} {} fps", v.codec, v.width, v.height, v.fps)
         });
-        let describe_audio = audio.map_or("no audio (cry detection is off for it)".into(), |a| {
-            format!("{} {} Hz", a.codec, a.sample_rate)
-        });
+        let describe_audio =
+            audio.map_or(
+                "no audio (cry detection is off for it)".into(),
+                |a| match a.restreamed_as {
+                    Some(to) => format!("{} {} Hz (restreamed as {to})", a.codec, a.sample_rate),
+                    None => format!("{} {} Hz", a.codec, a.sample_rate),
+                },
+            );
         tracing::info!(
             camera = %self.name,
             url = %self.url,

@@ -18,7 +18,8 @@ use super::describe::{audio_status, video_status};
 use super::hub::{Hub, Track};
 use super::pcm::{self, PcmOutput};
 use super::sink::Session;
-use super::{CameraState, CameraStatus};
+use super::unify;
+use super::{AudioStatus, CameraState, CameraStatus};
 
 pub use crate::config::DEMO_CAMERA_NAME;
 
@@ -40,12 +41,14 @@ pub const DEMO_PIPELINE: &str = "\
     ! audio/x-raw,rate=8000,channels=1 ! alawenc ! tee name=audio-tee allow-not-linked=true \
     ! appsink name=audio sync=false max-buffers=64 drop=true";
 
-/// Runs the demo camera into `hub` until `shutdown`, reporting on `status` and, when given,
-/// decoding its tone for the detector into `pcm`; the pipeline reaches `Null` on every exit.
+/// Runs the demo camera into `hub` until `shutdown`, reporting on `status` and decoding its
+/// tone for the detector into `pcm`; with `unify_audio` its A-law reaches the hub as AAC, as a
+/// real camera's would. The pipeline reaches `Null` on every exit.
 pub async fn run(
     hub: Arc<Hub>,
     status: watch::Sender<CameraStatus>,
     pcm: PcmOutput,
+    unify_audio: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let pipeline = gst::parse::launch(DEMO_PIPELINE)
@@ -65,6 +68,10 @@ pub async fn run(
         DEMO_CAMERA_NAME,
         pcm,
     )?;
+    let camera_audio = match unify_audio {
+        true => Some(transcode_to_aac(&pipeline, &tee)?),
+        false => None,
+    };
     for (name, track) in [("video", Track::Video), ("audio", Track::Audio)] {
         let sink = pipeline
             .by_name(name)
@@ -94,7 +101,7 @@ pub async fn run(
                         let was = s.state;
                         s.bitrate_kbps = kbps.round() as u32;
                         if was != CameraState::Online {
-                            *s = demo_status(&hub, kbps);
+                            *s = demo_status(&hub, kbps, camera_audio.clone());
                             tracing::info!(camera = DEMO_CAMERA_NAME, "demo camera online");
                         }
                         true
@@ -117,14 +124,35 @@ pub async fn run(
     }
 }
 
-fn demo_status(hub: &Hub, kbps: f64) -> CameraStatus {
+/// Puts the AAC chain between the demo's audio tee and its hub appsink; returns the demo's own
+/// audio, for the status.
+fn transcode_to_aac(pipeline: &gst::Pipeline, tee: &gst::Element) -> anyhow::Result<AudioStatus> {
+    let sink = pipeline
+        .by_name("audio")
+        .context("the demo pipeline has no audio appsink")?;
+    tee.unlink(&sink);
+    let chain = unify::aac_chain("alawdec", Some(8_000), DEMO_CAMERA_NAME)?;
+    pipeline.add_many(&chain)?;
+    let mut linked: Vec<&gst::Element> = vec![tee];
+    linked.extend(chain.iter());
+    linked.push(&sink);
+    gst::Element::link_many(linked)?;
+    Ok(AudioStatus {
+        codec: "PCMA".into(),
+        sample_rate: 8_000,
+        channels: 1,
+        restreamed_as: Some("AAC".into()),
+    })
+}
+
+fn demo_status(hub: &Hub, kbps: f64, camera_audio: Option<AudioStatus>) -> CameraStatus {
     let info = hub.info();
     CameraStatus {
         state: CameraState::Online,
         reason: None,
         since: SystemTime::now(),
         video: info.as_ref().and_then(|i| video_status(i.video.as_ref()?)),
-        audio: info.as_ref().and_then(|i| audio_status(i.audio.as_ref()?)),
+        audio: camera_audio.or_else(|| info.as_ref().and_then(|i| audio_status(i.audio.as_ref()?))),
         bitrate_kbps: kbps.round() as u32,
         reconnects: 0,
     }

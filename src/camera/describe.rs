@@ -39,6 +39,7 @@ pub fn audio_status(caps: &gst::CapsRef) -> Option<AudioStatus> {
         codec: codec.into(),
         sample_rate: s.get::<i32>("rate").map_or(0, |r| r.max(0) as u32),
         channels: s.get::<i32>("channels").map_or(1, |c| c.max(0) as u32),
+        restreamed_as: None,
     })
 }
 

@@ -11,9 +11,12 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use gst::prelude::*;
 
+use super::AudioStatus;
+use super::describe::audio_status;
 use super::hub::{Hub, Track};
 use super::pcm::{self, PcmOutput};
 use super::sink::{Received, Session};
+use super::unify;
 use crate::config::CameraUrl;
 
 /// Settings shared by every camera's ingest.
@@ -24,6 +27,8 @@ pub struct IngestOptions {
     /// No frame for this long restarts the connection (`stall_timeout`); also the time the
     /// camera has to answer a request.
     pub stall_timeout: Duration,
+    /// Audio other than AAC is transcoded to AAC before the hub (`unify_audio`).
+    pub unify_audio: bool,
 }
 
 impl Default for IngestOptions {
@@ -31,6 +36,7 @@ impl Default for IngestOptions {
         Self {
             latency: Duration::from_millis(crate::config::DEFAULT_CAMERA_LATENCY_MS as u64),
             stall_timeout: Duration::from_secs(crate::config::DEFAULT_STALL_TIMEOUT as u64),
+            unify_audio: true,
         }
     }
 }
@@ -45,6 +51,8 @@ pub struct Offer {
     pub audio: Option<String>,
     /// Tracks offered but not taken, as `media/ENCODING`.
     pub ignored: Vec<String>,
+    /// The camera's own audio when the hub gets it transcoded to AAC (`unify_audio`).
+    pub transcoded_audio: Option<AudioStatus>,
 }
 
 /// A running attempt; dropping it stops the pipeline.
@@ -86,11 +94,19 @@ impl Ingest {
         let bin = pipeline.clone();
         let linked = Arc::downgrade(&session);
         let camera_name = camera.to_string();
+        let tracks = offer.clone();
         source.connect_pad_added(move |_, pad| {
             let Some(session) = linked.upgrade() else {
                 return;
             };
-            if let Err(e) = link_track(&bin, &camera_name, pad, &session, pcm.clone()) {
+            let track = TrackSetup {
+                bin: &bin,
+                camera: &camera_name,
+                session: &session,
+                unify_audio: options.unify_audio,
+                offer: &tracks,
+            };
+            if let Err(e) = link_track(&track, pad, pcm.clone()) {
                 gst::element_error!(bin, gst::StreamError::Format, ["{e:#}"]);
             }
         });
@@ -258,14 +274,19 @@ fn chain_for(encoding: &str) -> Option<Chain> {
     })
 }
 
-/// Depayloads and parses one RTP pad of `rtspsrc` into the hub (and the detector).
-fn link_track(
-    bin: &gst::Pipeline,
-    camera: &str,
-    pad: &gst::Pad,
-    session: &Arc<Session>,
-    pcm: PcmOutput,
-) -> anyhow::Result<()> {
+/// What [`link_track`] needs from the ingest.
+struct TrackSetup<'a> {
+    bin: &'a gst::Pipeline,
+    camera: &'a str,
+    session: &'a Arc<Session>,
+    unify_audio: bool,
+    offer: &'a Arc<Mutex<Offer>>,
+}
+
+/// Depayloads and parses one RTP pad of `rtspsrc` into the hub (and the detector); with
+/// `unify_audio`, audio other than AAC reaches the hub as AAC.
+fn link_track(setup: &TrackSetup, pad: &gst::Pad, pcm: PcmOutput) -> anyhow::Result<()> {
+    let (bin, camera, session) = (setup.bin, setup.camera, setup.session);
     let caps = pad.current_caps().context("a camera track without caps")?;
     let s = caps.structure(0).context("empty caps")?;
     let encoding = s
@@ -288,14 +309,8 @@ fn link_track(
         Track::Video => "video",
         Track::Audio => "audio",
     };
-    let make = |factory: &str, name: &str| {
-        gst::ElementFactory::make(factory)
-            .name(format!("{camera}-{role}-{name}"))
-            .build()
-            .with_context(|| {
-                format!("cannot create {factory} (is its GStreamer plugin installed?)")
-            })
-    };
+    let make =
+        |factory: &str, name: &str| super::make_element(factory, format!("{camera}-{role}-{name}"));
     let mut elements = Vec::new();
     for factory in chain.elements {
         let element = make(factory, factory)?;
@@ -320,6 +335,16 @@ fn link_track(
         }
         None => None,
     };
+    if let Some((_, decoder)) = detector.as_ref().filter(|_| setup.unify_audio)
+        && unify::needs_transcoding(&encoding)
+    {
+        // The hub's branch of the tee becomes decode → AAC; the detector's stays as it is.
+        let rate = s.get::<i32>("clock-rate").ok();
+        elements.extend(unify::aac_chain(decoder, rate, camera)?);
+        if let Some(tee) = &tee {
+            record_camera_audio(tee, setup.offer);
+        }
+    }
     let sink = gst_app::AppSink::builder()
         .name(format!("{camera}-{role}"))
         .sync(false)
@@ -345,6 +370,27 @@ fn link_track(
     }
     pad.link(&elements[0].static_pad("sink").context("no sink pad")?)?;
     Ok(())
+}
+
+/// Keeps the camera's own audio format (the tee's input, before it becomes AAC) in the offer,
+/// for the status.
+fn record_camera_audio(tee: &gst::Element, offer: &Arc<Mutex<Offer>>) {
+    let Some(pad) = tee.static_pad("sink") else {
+        return;
+    };
+    let offer = Arc::downgrade(offer);
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some(gst::EventView::Caps(event)) = info.event().map(|e| e.view())
+            && let Some(offer) = offer.upgrade()
+        {
+            let mut status = audio_status(event.caps());
+            if let Some(status) = status.as_mut() {
+                status.restreamed_as = Some("AAC".into());
+            }
+            offer.lock().unwrap().transcoded_audio = status;
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 fn byte_stream_caps(name: &str) -> gst::Caps {

@@ -6,7 +6,9 @@
 //! everything it shows is redacted.
 //!
 //! [`spawn`] starts a camera: the demo source or an RTSP [`actor::CameraActor`] (ingest,
-//! backoff, watchdog), and the decoded audio for the detector.
+//! backoff, watchdog), and the decoded audio for the detector. A camera with a `sub_url` has a
+//! second actor and hub for its sub stream (`<camera>_sub`), pulled once like the main one;
+//! [`Cameras`] finds either by name.
 
 pub mod actor;
 pub mod backoff;
@@ -18,6 +20,7 @@ pub mod ingest;
 pub mod pcm;
 pub mod restream;
 pub mod sink;
+pub mod unify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,12 +31,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audio::PcmChunk;
-use crate::config::{CameraConfig, CameraSource};
+use crate::config::{CameraConfig, CameraSource, CameraUrl};
 pub use ingest::IngestOptions;
 
 pub use hub::{
     ConsumerClock, ConsumerKind, Frame, Hub, MediaEvent, StreamInfo, Subscription, Track,
 };
+
+/// Makes a `factory` element named `name` for a camera pipeline, with an error that names the
+/// missing plugin.
+pub(crate) fn make_element(factory: &str, name: String) -> anyhow::Result<gst::Element> {
+    use anyhow::Context;
+    gst::ElementFactory::make(factory)
+        .name(name)
+        .build()
+        .with_context(|| format!("cannot create {factory} (is its GStreamer plugin installed?)"))
+}
 
 /// Where a camera's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -65,6 +78,9 @@ pub struct AudioStatus {
     pub codec: String,
     pub sample_rate: u32,
     pub channels: u32,
+    /// The codec Vigil restreams it as, when not the camera's own (`unify_audio`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restreamed_as: Option<String>,
 }
 
 /// What the camera actor reports about its camera. Every text in it is redacted.
@@ -107,6 +123,8 @@ pub struct CameraHandle {
     source: Arc<str>,
     hub: Arc<Hub>,
     status: watch::Receiver<CameraStatus>,
+    /// The camera's sub stream, its own stream named `<camera>_sub`.
+    sub: Option<Arc<CameraHandle>>,
 }
 
 impl std::fmt::Debug for CameraHandle {
@@ -124,7 +142,19 @@ impl CameraHandle {
             source: "".into(),
             hub,
             status,
+            sub: None,
         }
+    }
+
+    /// The same handle with `sub` as its sub stream.
+    pub fn with_sub(mut self, sub: CameraHandle) -> Self {
+        self.sub = Some(Arc::new(sub));
+        self
+    }
+
+    /// The camera's sub stream (`<camera>_sub`), when it has one.
+    pub fn sub(&self) -> Option<&CameraHandle> {
+        self.sub.as_deref()
     }
 
     /// The same handle, showing `source` (already redacted) as where the stream comes from.
@@ -178,35 +208,49 @@ impl CameraHandle {
     }
 }
 
-/// Every running camera, by name. Cheap to clone; fixed for the life of the process.
+/// Every running camera, by name, and every stream (a camera's main stream has its name, its
+/// sub stream `<camera>_sub`). Cheap to clone; fixed for the life of the process.
 #[derive(Clone, Default, Debug)]
 pub struct Cameras {
     by_name: Arc<BTreeMap<String, CameraHandle>>,
+    streams: Arc<BTreeMap<String, CameraHandle>>,
 }
 
 impl Cameras {
     pub fn new(handles: impl IntoIterator<Item = CameraHandle>) -> Self {
+        let by_name: BTreeMap<String, CameraHandle> = handles
+            .into_iter()
+            .map(|h| (h.name().to_string(), h))
+            .collect();
+        let streams = by_name
+            .values()
+            .flat_map(|camera| std::iter::once(camera).chain(camera.sub()))
+            .map(|h| (h.name().to_string(), h.clone()))
+            .collect();
         Self {
-            by_name: Arc::new(
-                handles
-                    .into_iter()
-                    .map(|h| (h.name().to_string(), h))
-                    .collect(),
-            ),
+            by_name: Arc::new(by_name),
+            streams: Arc::new(streams),
         }
     }
 
+    /// The stream named `name`: a camera (its main stream) or a camera's sub stream.
     pub fn get(&self, name: &str) -> Option<&CameraHandle> {
-        self.by_name.get(name)
+        self.streams.get(name)
     }
 
-    /// All cameras, sorted by name.
+    /// All cameras (their main streams, each with its sub stream), sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &CameraHandle> {
         self.by_name.values()
     }
 
+    /// Every stream, main and sub, sorted by name: what the restream and `/api/streams` serve.
+    pub fn streams(&self) -> impl Iterator<Item = &CameraHandle> {
+        self.streams.values()
+    }
+
+    /// Every stream's name.
     pub fn names(&self) -> Vec<String> {
-        self.by_name.keys().cloned().collect()
+        self.streams.keys().cloned().collect()
     }
 }
 
@@ -220,42 +264,73 @@ pub struct SpawnedCamera {
     pub pcm: mpsc::Receiver<PcmChunk>,
 }
 
-/// Starts `camera` on `tracker` until `shutdown`: its hub, status and actor.
+/// Starts `camera` on `tracker` until `shutdown`: its hub, status and actor, and those of its
+/// sub stream when it has one.
 pub fn spawn(
     camera: &CameraConfig,
     options: IngestOptions,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> SpawnedCamera {
-    let hub = Hub::new(hub::HubLimits::default());
-    let (status_tx, status_rx) = watch::channel(CameraStatus::default());
     // The audio branch runs whatever the `detection` option says: Home Assistant's switch can
     // turn listening on at run time, and decoding a camera's audio costs little.
     let (pcm_output, pcm) = pcm::PcmOutput::channel();
-    let source = match &camera.source {
-        CameraSource::Rtsp(url) => url.redacted(),
-        CameraSource::Demo => "demo".to_string(),
-    };
-    let handle = CameraHandle::new(&camera.name, hub.clone(), status_rx).with_source(&source);
-    match &camera.source {
+    let mut handle = match &camera.source {
         CameraSource::Demo => {
+            let (hub, status_tx, handle) = new_stream(&camera.name, "demo");
+            let unify_audio = options.unify_audio;
             tracker.spawn(async move {
-                if let Err(e) = demo::run(hub, status_tx, pcm_output, shutdown).await {
+                if let Err(e) =
+                    demo::run(hub, status_tx, pcm_output.clone(), unify_audio, shutdown).await
+                {
                     tracing::error!(camera = demo::DEMO_CAMERA_NAME, "{e:#}");
                 }
             });
+            return SpawnedCamera { handle, pcm };
         }
-        CameraSource::Rtsp(url) => {
-            let actor = actor::CameraActor::new(
-                &camera.name,
-                url.clone(),
-                options,
-                hub,
-                status_tx,
-                pcm_output,
-            );
-            tracker.spawn(actor.run(shutdown));
-        }
+        CameraSource::Rtsp(url) => spawn_rtsp(
+            &camera.name,
+            url,
+            options,
+            pcm_output.clone(),
+            tracker,
+            shutdown.clone(),
+        ),
+    };
+    if let Some(sub_url) = &camera.sub_source {
+        // Its audio reaches the same detector, heard while the main stream sends none.
+        let sub = spawn_rtsp(
+            &camera.sub_name(),
+            sub_url,
+            options,
+            pcm_output.for_sub_stream(),
+            tracker,
+            shutdown,
+        );
+        handle = handle.with_sub(sub);
     }
     SpawnedCamera { handle, pcm }
+}
+
+/// A stream's hub, status channel and handle.
+fn new_stream(name: &str, source: &str) -> (Arc<Hub>, watch::Sender<CameraStatus>, CameraHandle) {
+    let hub = Hub::new(hub::HubLimits::default());
+    let (status_tx, status_rx) = watch::channel(CameraStatus::default());
+    let handle = CameraHandle::new(name, hub.clone(), status_rx).with_source(source);
+    (hub, status_tx, handle)
+}
+
+/// Starts the actor of one RTSP stream named `name`.
+fn spawn_rtsp(
+    name: &str,
+    url: &CameraUrl,
+    options: IngestOptions,
+    pcm: pcm::PcmOutput,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> CameraHandle {
+    let (hub, status_tx, handle) = new_stream(name, &url.redacted());
+    let actor = actor::CameraActor::new(name, url.clone(), options, hub, status_tx, pcm);
+    tracker.spawn(actor.run(shutdown));
+    handle
 }

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use gst::prelude::*;
 use tokio::sync::mpsc;
 
@@ -18,10 +17,26 @@ use crate::audio::{DETECTOR_SAMPLE_RATE, PcmChunk};
 /// seconds either way).
 pub const PCM_CHANNEL_CHUNKS: usize = 128;
 
+/// How long the main stream's audio may pause before the sub stream's takes over.
+const MAIN_AUDIO_GRACE: Duration = Duration::from_secs(1);
+
+/// Which of a camera's streams a [`PcmOutput`] carries: the detector hears the main stream's
+/// audio, and the sub stream's only while the main stream sends none (no audio track, or
+/// offline), so one camera is one detector however many streams it has. Main first because it
+/// is the simplest rule to predict, and preferring the sub stream would save nothing: both
+/// streams carry the same microphone on the cameras we know (Tapo, Reolink), and both streams'
+/// audio is decoded anyway (each pipeline has this branch, so a fail-over is immediate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Main,
+    Sub,
+}
+
 /// Where one camera's decoded audio goes; shared by every ingest session of the camera.
 #[derive(Clone)]
 pub struct PcmOutput {
     tx: mpsc::Sender<PcmChunk>,
+    role: Role,
     timeline: Arc<Mutex<PcmTimeline>>,
     dropped: Arc<AtomicU64>,
 }
@@ -32,15 +47,25 @@ impl PcmOutput {
         let (tx, rx) = mpsc::channel(PCM_CHANNEL_CHUNKS);
         let output = Self {
             tx,
+            role: Role::Main,
             timeline: Arc::new(Mutex::new(PcmTimeline::new())),
             dropped: Arc::new(AtomicU64::new(0)),
         };
         (output, rx)
     }
 
+    /// The output for the camera's sub stream: the same detector, heard only while the main
+    /// stream sends no audio.
+    pub fn for_sub_stream(&self) -> Self {
+        Self {
+            role: Role::Sub,
+            ..self.clone()
+        }
+    }
+
     /// A new ingest session begins: its running time starts afresh.
     pub fn begin_session(&self) {
-        self.timeline.lock().unwrap().begin_session();
+        self.timeline.lock().unwrap().begin_session(self.role);
     }
 
     /// Chunks dropped so far because the detector was behind.
@@ -55,7 +80,14 @@ impl PcmOutput {
 
     fn send(&self, running_time: Duration, samples: Vec<f32>) {
         let duration = Duration::from_secs_f64(samples.len() as f64 / DETECTOR_SAMPLE_RATE as f64);
-        let pts = self.timeline.lock().unwrap().place(running_time, duration);
+        let Some(pts) = self
+            .timeline
+            .lock()
+            .unwrap()
+            .place(self.role, running_time, duration)
+        else {
+            return;
+        };
         if self.tx.try_send(PcmChunk { pts, samples }).is_err() && !self.tx.is_closed() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -85,14 +117,7 @@ pub fn link_decoder(
     prefix: &str,
     output: PcmOutput,
 ) -> anyhow::Result<()> {
-    let make = |factory: &str, role: &str| {
-        gst::ElementFactory::make(factory)
-            .name(format!("{prefix}-{role}"))
-            .build()
-            .with_context(|| {
-                format!("cannot create {factory} (is the GStreamer plugin installed?)")
-            })
-    };
+    let make = |factory: &str, role: &str| super::make_element(factory, format!("{prefix}-{role}"));
     let decode = make(decoder, "pcm-decode")?;
     // First to interleaved mono: `audiobuffersplit` takes only interleaved audio, and AAC
     // decoders give planar samples.
@@ -152,38 +177,59 @@ fn samples_of(sample: &gst::Sample) -> Option<(Duration, Vec<f32>)> {
 }
 
 /// Places each session's chunks on the camera's own audio timeline: monotonic, with a gap where
-/// the camera was away, and without overlaps.
+/// the camera was away, and without overlaps. A camera's two streams share it, each with its
+/// own session clock; the sub stream's chunks are placed only while the main stream is silent.
 #[derive(Debug)]
 struct PcmTimeline {
     started: Instant,
-    /// Added to a session's running time; set by its first chunk.
-    offset: Option<i128>,
+    /// Added to a session's running time, per stream (main, sub); set by its first chunk.
+    offsets: [Option<i128>; 2],
     /// Where the last chunk ended.
     end: Duration,
+    /// When the main stream's last chunk came.
+    main_heard: Option<Instant>,
 }
 
 impl PcmTimeline {
     fn new() -> Self {
         Self {
             started: Instant::now(),
-            offset: None,
+            offsets: [None; 2],
             end: Duration::ZERO,
+            main_heard: None,
         }
     }
 
-    fn begin_session(&mut self) {
-        self.offset = None;
+    fn begin_session(&mut self, role: Role) {
+        self.offsets[role as usize] = None;
     }
 
-    fn place(&mut self, running_time: Duration, duration: Duration) -> Duration {
-        let now = self.started.elapsed().as_nanos() as i128;
-        let offset = *self
-            .offset
-            .get_or_insert(now - running_time.as_nanos() as i128);
+    /// Where a chunk goes, or `None` for a sub stream chunk while the main stream is heard.
+    fn place(
+        &mut self,
+        role: Role,
+        running_time: Duration,
+        duration: Duration,
+    ) -> Option<Duration> {
+        let now = Instant::now();
+        match role {
+            Role::Main => self.main_heard = Some(now),
+            Role::Sub => {
+                if self
+                    .main_heard
+                    .is_some_and(|at| now - at < MAIN_AUDIO_GRACE)
+                {
+                    return None;
+                }
+            }
+        }
+        let elapsed = (now - self.started).as_nanos() as i128;
+        let offset =
+            *self.offsets[role as usize].get_or_insert(elapsed - running_time.as_nanos() as i128);
         let at = (running_time.as_nanos() as i128 + offset).max(0) as u64;
         let pts = Duration::from_nanos(at).max(self.end);
         self.end = pts + duration;
-        pts
+        Some(pts)
     }
 }
 
@@ -195,17 +241,44 @@ mod tests {
     fn chunks_stay_monotonic_across_sessions() {
         let mut timeline = PcmTimeline::new();
         let d = Duration::from_millis(20);
-        let a = timeline.place(Duration::from_secs(100), d);
-        let b = timeline.place(Duration::from_secs(100) + d, d);
+        let mut place = |rt| timeline.place(Role::Main, rt, d).unwrap();
+        let a = place(Duration::from_secs(100));
+        let b = place(Duration::from_secs(100) + d);
         assert_eq!(b - a, d);
-        timeline.begin_session();
+        timeline.begin_session(Role::Main);
         std::thread::sleep(Duration::from_millis(30));
         // The new session's clock starts at zero again; its chunks still come after.
-        let c = timeline.place(Duration::ZERO, d);
+        let c = timeline.place(Role::Main, Duration::ZERO, d).unwrap();
         assert!(c >= b + d, "{a:?} {b:?} {c:?}");
         // A late chunk never overlaps the one before.
-        let e = timeline.place(Duration::ZERO, d);
+        let e = timeline.place(Role::Main, Duration::ZERO, d).unwrap();
         assert_eq!(e, c + d);
+    }
+
+    #[test]
+    fn the_sub_stream_is_heard_only_while_the_main_stream_is_silent() {
+        let mut timeline = PcmTimeline::new();
+        let d = Duration::from_millis(100);
+        // Only the sub stream has audio: it is heard.
+        let a = timeline
+            .place(Role::Sub, Duration::from_secs(7), d)
+            .unwrap();
+        // The main stream speaks up: it wins, and the sub stream's chunks are left out.
+        let b = timeline
+            .place(Role::Main, Duration::from_secs(50), d)
+            .unwrap();
+        assert!(b >= a + d);
+        assert_eq!(
+            timeline.place(Role::Sub, Duration::from_secs(7) + d, d),
+            None
+        );
+        // A second of silence from the main stream hands the detector back to the sub stream,
+        // still after what was heard.
+        timeline.main_heard = Some(Instant::now() - MAIN_AUDIO_GRACE);
+        let c = timeline
+            .place(Role::Sub, Duration::from_secs(8), d)
+            .unwrap();
+        assert!(c >= b + d, "{b:?} {c:?}");
     }
 
     #[test]

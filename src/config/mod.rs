@@ -141,6 +141,8 @@ pub struct Config {
     /// No frame for this long restarts a camera's connection (`stall_timeout`, in seconds).
     #[serde(serialize_with = "as_seconds")]
     pub stall_timeout: Duration,
+    /// Every camera's audio as AAC on the restream (Opus over WebRTC), whatever it sends.
+    pub unify_audio: bool,
     pub web_port: u16,
     /// Peers that may open the panel on `web_port`; empty = anyone.
     pub web_allow: Vec<IpNet>,
@@ -205,6 +207,7 @@ impl Config {
             vec![CameraConfig {
                 name: DEMO_CAMERA_NAME.to_string(),
                 source: CameraSource::Demo,
+                sub_source: None,
                 detection: true,
             }]
         } else {
@@ -236,7 +239,25 @@ pub struct CameraConfig {
     pub name: String,
     #[serde(rename = "url")]
     pub source: CameraSource,
+    /// The camera's second, lighter stream (`sub_url`), restreamed as `<name>_sub`.
+    #[serde(rename = "sub_url", skip_serializing_if = "Option::is_none")]
+    pub sub_source: Option<CameraUrl>,
     pub detection: bool,
+}
+
+/// The suffix that names a camera's sub stream (`nursery_sub`), so no camera may end with it.
+pub const SUB_STREAM_SUFFIX: &str = "_sub";
+
+impl CameraConfig {
+    /// The sub stream's own name: `<camera>_sub`.
+    pub fn sub_name(&self) -> String {
+        sub_stream_name(&self.name)
+    }
+}
+
+/// The name of `camera`'s sub stream.
+pub fn sub_stream_name(camera: &str) -> String {
+    format!("{camera}{SUB_STREAM_SUFFIX}")
 }
 
 /// Where a camera's stream comes from.

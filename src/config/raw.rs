@@ -30,6 +30,7 @@ pub const TOP_KEYS: &[&str] = &[
     "rtsp_password",
     "camera_latency_ms",
     "stall_timeout",
+    "unify_audio",
     "web_port",
     "web_allow",
     "api_port",
@@ -45,7 +46,7 @@ pub const TOP_KEYS: &[&str] = &[
 ];
 
 /// Keys of one entry of `cameras`.
-pub const CAMERA_KEYS: &[&str] = &["name", "url", "detection"];
+pub const CAMERA_KEYS: &[&str] = &["name", "url", "sub_url", "detection"];
 
 /// Keys of one entry of `webrtc_ice_servers`.
 pub const ICE_SERVER_KEYS: &[&str] = &["url", "username", "credential"];
@@ -69,6 +70,7 @@ pub struct RawOptions {
     pub rtsp_password: Option<String>,
     pub camera_latency_ms: i64,
     pub stall_timeout: i64,
+    pub unify_audio: bool,
     pub web_port: i64,
     pub web_allow: Option<Vec<String>>,
     pub api_port: i64,
@@ -96,6 +98,7 @@ impl Default for RawOptions {
             rtsp_password: None,
             camera_latency_ms: DEFAULT_CAMERA_LATENCY_MS,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            unify_audio: true,
             web_port: DEFAULT_WEB_PORT.into(),
             web_allow: None,
             api_port: DEFAULT_API_PORT.into(),
@@ -118,6 +121,9 @@ pub struct RawCamera {
     pub name: String,
     #[serde(default)]
     pub url: String,
+    /// The camera's second, lighter stream (restreamed as `<name>_sub`).
+    #[serde(default)]
+    pub sub_url: Option<String>,
     #[serde(default = "default_true")]
     pub detection: bool,
 }
@@ -164,6 +170,7 @@ mod tests {
         let camera = RawCamera {
             name: String::new(),
             url: String::new(),
+            sub_url: None,
             detection: true,
         };
         let mut cam = keys_of(serde_json::to_value(camera).unwrap());

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::raw::{self, RawOptions};
 use super::{
     CameraConfig, CameraSource, CameraUrl, Config, ConfigError, Credentials, INGRESS_GATEWAY,
-    IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem,
+    IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem, SUB_STREAM_SUFFIX,
 };
 use crate::secret::{Secret, redact_url};
 
@@ -259,9 +259,27 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         if let Err(message) = check_rtsp_url(&camera.url) {
             push(key("url"), message);
         }
+        // An empty `sub_url` (the options form's cleared field) means no sub stream.
+        let sub_url = camera.sub_url.filter(|url| !url.trim().is_empty());
+        if let Some(sub_url) = &sub_url {
+            if let Err(message) = check_rtsp_url(sub_url) {
+                push(key("sub_url"), message);
+            } else if sub_url == &camera.url {
+                push(
+                    key("sub_url"),
+                    format!(
+                        "'{}' is the same stream as url; give the camera's second, lighter \
+                         stream (like .../stream2 on a Tapo, .../h264Preview_01_sub on a \
+                         Reolink) or leave sub_url out",
+                        redact_url(sub_url)
+                    ),
+                );
+            }
+        }
         cameras.push(CameraConfig {
             name: camera.name,
             source: CameraSource::Rtsp(CameraUrl::new(camera.url)),
+            sub_source: sub_url.map(CameraUrl::new),
             detection: camera.detection,
         });
     }
@@ -425,6 +443,7 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         rtsp_auth,
         camera_latency,
         stall_timeout,
+        unify_audio: raw.unify_audio,
         web_port,
         web_allow,
         api_port,
@@ -467,6 +486,12 @@ pub fn check_camera_name(name: &str) -> Result<(), String> {
     }
     if name.starts_with('_') || name.ends_with('_') {
         return Err(format!("'{name}' must not start or end with _; {ALLOWED}"));
+    }
+    if name.ends_with(SUB_STREAM_SUFFIX) {
+        return Err(format!(
+            "'{name}' ends with {SUB_STREAM_SUFFIX}, which names a camera's sub stream \
+             ('nursery{SUB_STREAM_SUFFIX}' is the sub_url of 'nursery'); choose another name"
+        ));
     }
     Ok(())
 }
@@ -734,6 +759,50 @@ mod tests {
             "cameras[0].name",
             &["stream path"],
         );
+    }
+
+    #[test]
+    fn sub_streams() {
+        let config = Config::from_yaml(
+            "cameras: [{name: a, url: 'rtsp://u:p@c/main', sub_url: 'rtsp://u:p@c/sub'}, \
+             {name: b, url: 'rtsp://d/x', sub_url: ''}]",
+            Mode::Standalone,
+        )
+        .unwrap();
+        assert_eq!(
+            config.cameras[0].sub_source.as_ref().map(|u| u.expose()),
+            Some("rtsp://u:p@c/sub")
+        );
+        assert_eq!(config.cameras[0].sub_name(), "a_sub");
+        assert!(config.cameras[1].sub_source.is_none(), "empty = none");
+        assert!(!config.to_redacted_yaml().contains("u:p@"));
+        check(
+            "cameras: [{name: a, url: 'rtsp://c/x', sub_url: 'http://admin:pw123@c/y'}]",
+            "cameras[0].sub_url",
+            &["http://", "rtsp://"],
+        );
+        check(
+            "cameras: [{name: a, url: 'rtsp://c/x', sub_url: 'rtsp://c/x'}]",
+            "cameras[0].sub_url",
+            &["same stream as url"],
+        );
+        // `nursery_sub` is nursery's sub stream: no camera may take the name.
+        check(
+            "cameras: [{name: nursery_sub, url: 'rtsp://c/x'}]",
+            "cameras[0].name",
+            &["ends with _sub", "sub stream"],
+        );
+    }
+
+    #[test]
+    fn unify_audio_is_on_by_default() {
+        assert!(Config::from_yaml("", Mode::Standalone).unwrap().unify_audio);
+        assert!(
+            !Config::from_yaml("unify_audio: false", Mode::Standalone)
+                .unwrap()
+                .unify_audio
+        );
+        check("unify_audio: 3", "unify_audio", &["expected true or false"]);
     }
 
     #[test]

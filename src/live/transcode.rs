@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::feed;
 use super::pipeline::OwnedPipeline;
 use super::{AudioCodec, LiveError};
+use crate::camera::unify;
 use crate::camera::{CameraHandle, ConsumerKind, Frame, MediaEvent, Track};
 
 /// Frames a subscriber may have queued (a few seconds).
@@ -31,7 +32,7 @@ pub enum Target {
     /// For WebRTC: 60 ms frames (a third of the packets of 20 ms ones, which is most of what a
     /// viewer's audio costs), 24 kbit/s.
     Opus,
-    /// AAC-LC for MP4, 32 kbit/s (GStreamer 1.22's mp4mux writes an Opus `dOps` box in the
+    /// AAC-LC for MP4, as `unify_audio` makes it (GStreamer 1.22's mp4mux writes an Opus `dOps` box in the
     /// wrong byte order, which browsers reject, so MP4 audio is AAC).
     Aac,
 }
@@ -49,8 +50,10 @@ impl Target {
                 encoder
             }
             Target::Aac => {
-                let encoder = pipeline.add("avenc_aac", name)?;
-                encoder.set_property_from_str("bitrate", "32000");
+                let encoder = unify::aac_encoder(name).map_err(|e| {
+                    pipeline.error(format!("cannot create avenc_aac (gstreamer1.0-libav): {e}"))
+                })?;
+                pipeline.adopt(&encoder)?;
                 encoder
             }
         };
@@ -60,12 +63,13 @@ impl Target {
     /// The sample rate to encode a camera's `rate` at: the lowest the codec supports that
     /// keeps all of it.
     pub fn rate_for(self, rate: i32) -> i32 {
-        let rates: &[i32] = match self {
-            Target::Opus => &[8_000, 12_000, 16_000, 24_000, 48_000],
-            // Browsers' MP4 players are happiest from 16 kHz up.
-            Target::Aac => &[16_000, 22_050, 24_000, 32_000, 44_100, 48_000],
-        };
-        rates.iter().copied().find(|r| *r >= rate).unwrap_or(48_000)
+        match self {
+            Target::Opus => [8_000, 12_000, 16_000, 24_000, 48_000]
+                .into_iter()
+                .find(|r| *r >= rate)
+                .unwrap_or(48_000),
+            Target::Aac => unify::aac_rate_for(rate),
+        }
     }
 }
 

@@ -102,9 +102,19 @@ pub struct CameraView {
     pub status: CameraStatus,
     /// Live viewers (RTSP, WebRTC, MSE and MP4), not snapshots.
     pub viewers: usize,
+    /// The camera's sub stream (`sub_url`), when it has one.
+    pub sub: Option<SubStreamView>,
     pub detection: DetectionView,
     /// The detector's latest reading; `None` while it has heard nothing from this camera.
     pub cry: Option<CryReading>,
+}
+
+/// A camera's sub stream: its name (the player's `src`), health and viewers.
+#[derive(Debug, Serialize)]
+pub struct SubStreamView {
+    pub name: String,
+    pub status: CameraStatus,
+    pub viewers: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,17 +135,26 @@ async fn state(State(web): State<WebState>) -> axum::Json<PanelState> {
     })
 }
 
-fn camera_view(web: &WebState, camera: &CameraHandle) -> CameraView {
-    let settings = web.settings.camera(camera.name());
-    let viewers = camera
+/// Live viewers of one stream (RTSP, WebRTC, MSE and MP4), not snapshots.
+fn viewers(stream: &CameraHandle) -> usize {
+    stream
         .consumers()
         .iter()
-        .filter(|k| **k != ConsumerKind::Snapshot)
-        .count();
+        .filter(|k| !matches!(k, ConsumerKind::Snapshot | ConsumerKind::Transcoder))
+        .count()
+}
+
+fn camera_view(web: &WebState, camera: &CameraHandle) -> CameraView {
+    let settings = web.settings.camera(camera.name());
     CameraView {
         name: camera.name().to_string(),
         status: camera.status(),
-        viewers,
+        viewers: viewers(camera),
+        sub: camera.sub().map(|sub| SubStreamView {
+            name: sub.name().to_string(),
+            status: sub.status(),
+            viewers: viewers(sub),
+        }),
         detection: DetectionView {
             enabled: settings.is_some_and(|s| s.detection),
             available: web.detection.is_some(),

@@ -40,7 +40,7 @@ pub async fn streams(State(state): State<WebState>, Query(query): Query<StreamsQ
         None => {
             let mut all: Map<String, Value> = state
                 .cameras
-                .iter()
+                .streams()
                 .map(|camera| (camera.name().to_string(), stream(camera)))
                 .collect();
             for (name, entry) in &registered {
@@ -143,7 +143,15 @@ fn medias(camera: &CameraHandle, direction: &str) -> Vec<String> {
         medias.push(format!("video, {direction}, {}", video_codec(video)));
     }
     if let Some(audio) = &status.audio {
-        medias.push(format!("audio, {direction}, {}", audio_codec(audio)));
+        // Consumers get what Vigil restreams: AAC when the camera's audio is transcoded.
+        let codec = match &audio.restreamed_as {
+            Some(_) if direction == "sendonly" => format!(
+                "MPEG4-GENERIC/{}",
+                crate::camera::unify::aac_rate_for(audio.sample_rate as i32)
+            ),
+            _ => audio_codec(audio),
+        };
+        medias.push(format!("audio, {direction}, {codec}"));
     }
     medias
 }
@@ -175,6 +183,7 @@ mod tests {
 
     fn audio(codec: &str, sample_rate: u32, channels: u32) -> AudioStatus {
         AudioStatus {
+            restreamed_as: None,
             codec: codec.into(),
             sample_rate,
             channels,

@@ -44,7 +44,7 @@ impl FakeCamera {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(fake_camera_bin())
+        let mut child = super::die_with_test(&mut Command::new(fake_camera_bin()))
             .args(&self.args)
             .arg("--port")
             .arg(self.port.to_string())

@@ -367,3 +367,35 @@ pub fn split_nals(au: &[u8]) -> Vec<&[u8]> {
     }
     nals
 }
+
+/// A client of the camera at `url` for [`assert_video_untouched`], returned a GOP (`gop`) after
+/// its first keyframe: by then the restream's cache starts at that keyframe or a later one, even
+/// when Vigil lags on a loaded machine, so every frame the restream sends is one it got too.
+pub fn camera_client_a_gop_ahead(url: &str, gop: Duration) -> RtspClient {
+    let direct = RtspClient::start(url, ClientOptions::default());
+    direct.wait("a keyframe from the camera", Duration::from_secs(10), |c| {
+        c.aus().iter().any(|au| au.keyframe)
+    });
+    std::thread::sleep(gop + Duration::from_millis(200));
+    direct
+}
+
+/// Asserts that every NAL unit `relayed` received is one `direct` (a client of the camera
+/// itself) received, and that there were more than `at_least`: nothing was re-encoded.
+pub fn assert_video_untouched(direct: &RtspClient, relayed: &RtspClient, at_least: usize) {
+    let from_camera: std::collections::HashSet<u64> =
+        direct.aus().iter().flat_map(|au| au.nals.clone()).collect();
+    let relayed: Vec<u64> = relayed
+        .aus()
+        .iter()
+        .flat_map(|au| au.nals.clone())
+        .collect();
+    assert!(relayed.len() > at_least, "{} NAL units", relayed.len());
+    let foreign = relayed.iter().filter(|n| !from_camera.contains(n)).count();
+    assert_eq!(
+        foreign,
+        0,
+        "{foreign} of {} NAL units are not the camera's",
+        relayed.len()
+    );
+}

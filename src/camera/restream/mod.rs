@@ -39,7 +39,8 @@ pub fn check_port(port: u16) -> anyhow::Result<()> {
 }
 
 impl Restream {
-    /// Serves every camera of `cameras` on `port` (all interfaces); `runtime` runs the feeding.
+    /// Serves every stream of `cameras` (main and sub) on `port` (all interfaces); `runtime`
+    /// runs the feeding.
     pub fn start(
         port: u16,
         auth: Option<&Credentials>,
@@ -59,7 +60,7 @@ impl Restream {
         let mounts = server
             .mount_points()
             .context("RTSP server without mount points")?;
-        for camera in cameras.iter() {
+        for camera in cameras.streams() {
             let factory = factory::CameraFactory::new(factory::FactoryContext {
                 camera: camera.clone(),
                 runtime: runtime.clone(),

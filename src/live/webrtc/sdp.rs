@@ -103,8 +103,8 @@ pub fn plan(
         return Err(LiveError::Unsupported(match video {
             VideoCodec::H265 => format!(
                 "camera '{camera}' sends H.265, which this browser does not offer over WebRTC \
-                 (it offers {offered}); switch the camera's sub stream to H.264 and add it as \
-                 its own camera, or watch with MSE"
+                 (it offers {offered}); switch the camera's sub stream to H.264, give it as the \
+                 camera's sub_url and watch its _sub stream, or watch with MSE"
             ),
             VideoCodec::H264 => format!(
                 "camera '{camera}' sends H.264, but the offer has no usable H.264 (it offers \

@@ -6,6 +6,11 @@
 const STATE_EVERY_MS = 500;
 const HISTORY_EVERY_MS = 60000;
 const TIMELINE_HOURS = 12;
+/** Tiles narrower than this (CSS pixels) play a camera's sub stream: the main one's detail
+ * would not show, and it costs the network and the phone's decoder several times more. */
+const SMALL_TILE_PX = 640;
+/** A card's stream choice, cycled by its button: auto (by tile size and connection), or forced. */
+const STREAM_CHOICES = ["auto", "main", "sub"];
 
 const cards = new Map(); // camera name -> {el, player, camera}
 let listening = localStorage.getItem("vigil.listen") || "";
@@ -80,32 +85,89 @@ function createCard(camera) {
   const video = $("video", el);
   video.setAttribute("aria-label", `${title(camera.name)} live`);
   video.poster = `api/frame.jpeg?src=${encodeURIComponent(camera.name)}&width=640`;
-  const card = { el, video, camera, player: null, history: null };
-  card.player = new LivePlayer(video, camera.name, {
-    onState: (s) => {
-      const t = $(".transport", el);
-      t.textContent = s.transport === "webrtc" ? "WebRTC" : s.transport === "mse" ? "MSE" : s.transport;
-      t.title = s.error || "";
-      el.dataset.transport = s.transport;
-    },
-  });
+  const card = { el, video, camera, player: null, history: null, remote: false };
   $(".video-box", el).addEventListener("click", () => openFocus(camera.name));
   $(".level", el).addEventListener("click", (ev) => {
     ev.stopPropagation();
     setListening(listening === camera.name ? "" : camera.name);
   });
+  const streamButton = $(".stream", el);
+  streamButton.hidden = !camera.sub;
+  streamButton.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    const next = STREAM_CHOICES[(STREAM_CHOICES.indexOf(streamChoice(camera.name)) + 1) % STREAM_CHOICES.length];
+    localStorage.setItem(`vigil.stream.${camera.name}`, next);
+    applyStream(card);
+  });
   $("#grid").append(el);
   cards.set(camera.name, card);
-  card.player.start();
+  applyStream(card);
   loadHistory(card);
   return card;
+}
+
+// ---- main or sub stream ------------------------------------------------------------------
+
+function streamChoice(name) {
+  const choice = localStorage.getItem(`vigil.stream.${name}`);
+  return STREAM_CHOICES.includes(choice) ? choice : "auto";
+}
+
+/** The stream a card should play: the sub stream for a small tile and over MSE (remote access,
+ * where WebRTC cannot connect), the main one in the full-screen view and in large tiles on
+ * WebRTC; or what the user forced. */
+function wantedStream(card) {
+  const camera = card.camera;
+  if (!camera.sub) return camera.name;
+  const choice = streamChoice(camera.name);
+  if (choice !== "auto") return choice === "sub" ? camera.sub.name : camera.name;
+  if (card.remote) return camera.sub.name;
+  if (focused === camera.name) return camera.name;
+  const width = $(".video-box", card.el).clientWidth;
+  return width < SMALL_TILE_PX ? camera.sub.name : camera.name;
+}
+
+/** (Re)starts the card's player on the stream it should play, when that changed. */
+function applyStream(card) {
+  const src = wantedStream(card);
+  const button = $(".stream", card.el);
+  const choice = streamChoice(card.camera.name);
+  const isSub = card.camera.sub && src === card.camera.sub.name;
+  button.textContent = choice === "auto" ? `Auto · ${isSub ? "SD" : "HD"}` : isSub ? "SD" : "HD";
+  button.title = choice === "auto"
+    ? "Stream chosen by tile size and connection (tap to force the main stream)"
+    : choice === "main" ? "Main stream forced (tap for the sub stream)" : "Sub stream forced (tap for automatic)";
+  if (card.player && card.player.src === src) return;
+  if (card.player) card.player.stop();
+  card.video.srcObject = null;
+  card.video.removeAttribute("src");
+  card.el.dataset.stream = src;
+  const player = new LivePlayer(card.video, src, {
+    // Once WebRTC failed to connect for this card, it is remote: go straight to MSE.
+    mode: card.remote ? "mse" : "auto",
+    onState: (s) => {
+      if (card.player !== player) return;
+      const t = $(".transport", card.el);
+      t.textContent = s.transport === "webrtc" ? "WebRTC" : s.transport === "mse" ? "MSE" : s.transport;
+      t.title = s.error || "";
+      card.el.dataset.transport = s.transport;
+      if (s.transport === "mse" && !card.remote) {
+        card.remote = true;
+        applyStream(card);
+      }
+    },
+  });
+  card.player = player;
+  player.start();
 }
 
 function badge(camera) {
   if (camera.status.state !== "online") {
     return { text: camera.status.state === "connecting" ? "Connecting" : "Offline", cls: "offline" };
   }
-  if (!camera.status.audio) return { text: "No audio", cls: "muted" };
+  // The detector hears the sub stream when the main stream has no sound.
+  const audio = camera.status.audio || (camera.sub && camera.sub.status.audio);
+  if (!audio) return { text: "No audio", cls: "muted" };
   if (!camera.detection.enabled) return { text: "Detection off", cls: "muted" };
   if (!camera.detection.available) return { text: "Detection unavailable", cls: "muted" };
   if (!camera.cry) return { text: "Listening…", cls: "muted" };
@@ -117,24 +179,31 @@ function kbps(n) {
   return n >= 1000 ? `${(n / 1000).toFixed(1)} Mbit/s` : `${n} kbit/s`;
 }
 
-function health(camera) {
-  const s = camera.status;
+/** One stream's health as text parts: state, format, bitrate, sound, viewers, reconnects. */
+function streamHealth(s, viewers) {
   const parts = [];
   const dot = `<span class="dot ${s.state}"></span>`;
   if (s.state === "online") {
     parts.push(`${dot}Online`);
     if (s.video) parts.push(`${s.video.codec} ${s.video.width}×${s.video.height}`, `${Math.round(s.video.fps)} fps`);
     parts.push(kbps(s.bitrate_kbps));
-    if (s.audio) parts.push(s.audio.codec);
+    if (s.audio) parts.push(s.audio.restreamed_as ? `${s.audio.codec} → ${s.audio.restreamed_as}` : s.audio.codec);
   } else {
     parts.push(`${dot}${s.state === "connecting" ? "Connecting" : "Offline"}`);
   }
-  const viewers = camera.viewers || 0;
+  viewers = viewers || 0;
   parts.push(`${viewers} viewer${viewers === 1 ? "" : "s"}`);
   if (s.reconnects) parts.push(`${s.reconnects} reconnect${s.reconnects === 1 ? "" : "s"}`);
   let html = parts.map((p) => `<span>${p}</span>`).join("");
   if (s.reason) html += `<div class="reason">${escapeHtml(s.reason)}</div>`;
   return html;
+}
+
+function health(camera) {
+  const main = streamHealth(camera.status, camera.viewers);
+  if (!camera.sub) return main;
+  return `<div class="stream-health"><b>Main</b>${main}</div>` +
+    `<div class="stream-health sub"><b>Sub</b>${streamHealth(camera.sub.status, camera.sub.viewers)}</div>`;
 }
 
 function escapeHtml(text) {
@@ -222,9 +291,10 @@ function openFocus(name) {
   if (!card) return;
   focused = name;
   $("#focus-title").textContent = title(name);
-  $("#focus-video").append(card.video); // the same player: no second connection
+  $("#focus-video").append(card.video); // the same video element; the main stream if wanted
   $("#focus").hidden = false;
   history.pushState({ focus: name }, "");
+  applyStream(card);
   updateFocus(card);
   drawTimeline($("#focus-timeline"), card.history, true);
 }
@@ -234,6 +304,7 @@ function closeFocus() {
   if (card) $(".video-box", card.el).prepend(card.video);
   focused = "";
   $("#focus").hidden = true;
+  if (card) applyStream(card);
 }
 
 function updateFocus(card) {
@@ -279,7 +350,10 @@ let resizeTimer = null;
 window.addEventListener("resize", () => {
   clearTimeout(resizeTimer);
   resizeTimer = setTimeout(() => {
-    for (const card of cards.values()) drawTimeline($(".timeline", card.el), card.history, false);
+    for (const card of cards.values()) {
+      drawTimeline($(".timeline", card.el), card.history, false);
+      applyStream(card);
+    }
     const card = cards.get(focused);
     if (card) drawTimeline($("#focus-timeline"), card.history, true);
   }, 200);

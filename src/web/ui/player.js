@@ -78,6 +78,7 @@ class LivePlayer {
   }
 
   setState(transport, error) {
+    if (this.closed) return;
     this.transport = transport;
     this.onState({ transport, error });
   }
@@ -245,6 +246,7 @@ class LivePlayer {
   /** Reconnects when the picture freezes (a lost network path that no socket noticed). */
   watchFrames() {
     clearInterval(this.watchdog);
+    if (this.closed) return;
     let last = -1;
     let still = 0;
     this.watchdog = setInterval(() => {
