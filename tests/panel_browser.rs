@@ -408,6 +408,7 @@ const FITS: &str = r#"(() => {
            widest: Math.max(...cards.map(c => c.getBoundingClientRect().right)),
            viewport: innerWidth,
            episodes: document.querySelectorAll('.timeline .episode').length,
+           streamButtons: [...document.querySelectorAll('.card .stream')].filter(b => b.offsetParent !== null).length,
            playing: [...document.querySelectorAll('.card video')].filter(v => v.currentTime > 0.5).length };
 })()"#;
 
@@ -482,6 +483,8 @@ fn the_panel_fits_a_phone_and_a_desktop() {
                 fits["widest"].as_f64().unwrap() <= fits["viewport"].as_f64().unwrap(),
                 "{name}: a card sticks out: {fits}"
             );
+            // Neither camera has a sub stream: no stream button to confuse anyone.
+            assert_eq!(fits["streamButtons"], 0, "{name}: {fits}");
             // Let the videos settle on a picture.
             tokio::time::sleep(Duration::from_millis(800)).await;
             let png = chromium.screenshot(&page).await;
