@@ -21,7 +21,9 @@ const CLIP: &str = "cry_03_burping.wav";
 const ON_WITHIN: Duration = Duration::from_millis(1500);
 
 fn clip() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio").join(CLIP)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/audio")
+        .join(CLIP)
 }
 
 /// Where the cry becomes audible in `path`: the start of the first 50 ms block whose RMS level
@@ -81,8 +83,16 @@ fn a_cry_through_the_camera_turns_crying_on_then_off_as_one_episode() {
 
     let probe = Probe::connect(broker.port, PASSWORD, &["vigil/+/crying", "vigil/+/online"]);
     for (name, _) in &cameras {
-        probe.wait_for(&format!("vigil/{name}/online"), "ON", Duration::from_secs(20));
-        probe.wait_for(&format!("vigil/{name}/crying"), "OFF", Duration::from_secs(20));
+        probe.wait_for(
+            &format!("vigil/{name}/online"),
+            "ON",
+            Duration::from_secs(20),
+        );
+        probe.wait_for(
+            &format!("vigil/{name}/crying"),
+            "OFF",
+            Duration::from_secs(20),
+        );
     }
     // Some seconds of the room's silence first, as at night.
     std::thread::sleep(Duration::from_secs(3));
@@ -95,7 +105,11 @@ fn a_cry_through_the_camera_turns_crying_on_then_off_as_one_episode() {
         .collect();
 
     for ((name, _), audible) in cameras.iter().zip(&audible) {
-        let on = probe.wait_for(&format!("vigil/{name}/crying"), "ON", Duration::from_secs(15));
+        let on = probe.wait_for(
+            &format!("vigil/{name}/crying"),
+            "ON",
+            Duration::from_secs(15),
+        );
         let late = unix_ms_of(&on).saturating_sub(*audible);
         eprintln!("{name}: crying ON {late} ms after the cry became audible");
         assert!(
@@ -106,7 +120,11 @@ fn a_cry_through_the_camera_turns_crying_on_then_off_as_one_episode() {
     }
     for ((name, _), audible) in cameras.iter().zip(&audible) {
         // The clip lasts about 6 s; crying ends once the hold (10 s) passes without crying.
-        probe.wait_for(&format!("vigil/{name}/crying"), "OFF", Duration::from_secs(30));
+        probe.wait_for(
+            &format!("vigil/{name}/crying"),
+            "OFF",
+            Duration::from_secs(30),
+        );
         let ons = probe
             .on(&format!("vigil/{name}/crying"))
             .iter()
@@ -125,5 +143,8 @@ fn a_cry_through_the_camera_turns_crying_on_then_off_as_one_episode() {
         );
     }
     let out = vigil.output();
-    assert!(!out.contains(PASSWORD), "the broker password reached the log");
+    assert!(
+        !out.contains(PASSWORD),
+        "the broker password reached the log"
+    );
 }
