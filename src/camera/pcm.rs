@@ -94,11 +94,13 @@ pub fn link_decoder(
             })
     };
     let decode = make(decoder, "pcm-decode")?;
+    // Interleaved mono before grouping: avdec_aac decodes to planar audio, which
+    // audiobuffersplit does not take (the link failed and AAC cameras were never heard).
+    let convert = make("audioconvert", "pcm-convert")?;
     // Cameras send 20 ms packets; the detector looks at ~1 s windows. Grouping the decoded audio
-    // first makes every element after it (and the channel) work five times less often.
+    // early makes every element after it (and the channel) work five times less often.
     let group = make("audiobuffersplit", "pcm-group")?;
     group.set_property("output-buffer-duration", gst::Fraction::new(1, 10));
-    let convert = make("audioconvert", "pcm-convert")?;
     let resample = make("audioresample", "pcm-resample")?;
     let caps = gst::Caps::builder("audio/x-raw")
         .field("format", "F32LE")
@@ -112,7 +114,7 @@ pub fn link_decoder(
         .sync(false)
         .async_(false)
         .build();
-    let elements = [&decode, &group, &convert, &resample, sink.upcast_ref()];
+    let elements = [&decode, &convert, &group, &resample, sink.upcast_ref()];
     bin.add_many(elements)?;
     gst::Element::link_many(elements)?;
     sink.set_callbacks(
@@ -226,5 +228,24 @@ mod tests {
             decoder_for(&gst::Caps::new_empty_simple("audio/x-g726")),
             None
         );
+    }
+
+    #[test]
+    fn every_decoder_links_into_the_detector_branch() {
+        let _ = gst::init();
+        for name in [
+            "audio/mpeg",
+            "audio/x-alaw",
+            "audio/x-mulaw",
+            "audio/x-opus",
+        ] {
+            let decoder = decoder_for(&gst::Caps::new_empty_simple(name)).unwrap();
+            let bin = gst::Bin::new();
+            let tee = gst::ElementFactory::make("tee").build().unwrap();
+            bin.add(&tee).unwrap();
+            let (output, _rx) = PcmOutput::channel();
+            link_decoder(&bin, &tee, decoder, "test", output)
+                .unwrap_or_else(|e| panic!("{decoder}: {e:#}"));
+        }
     }
 }
