@@ -44,7 +44,7 @@ impl FakeCamera {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(fake_camera_bin())
+        let mut child = super::die_with_test(&mut Command::new(fake_camera_bin()))
             .args(&self.args)
             .arg("--port")
             .arg(self.port.to_string())
@@ -90,6 +90,14 @@ impl FakeCamera {
     /// Starts it again on the same port, with the same options; returns when it serves.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Starts it again on the same port with other options (a reboot into another resolution,
+    /// or a garbage server in its place); later restarts keep them.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.stop();
+        self.args = args.iter().map(|a| a.to_string()).collect();
         self.spawn();
     }
 
