@@ -193,7 +193,7 @@ impl Record {
     }
 
     /// RSS growth in MiB per hour: the least-squares slope over the quiet samples after the
-    /// first (the first round warms caches and pools).
+    /// first (the first round warms pools, caches and the allocator's arenas).
     pub fn rss_mib_per_hour(&self) -> f64 {
         let points: Vec<(f64, f64)> = self
             .quiet
@@ -216,10 +216,16 @@ impl Record {
         }
     }
 
-    /// Holds the growth from the first quiet sample to the last to the plan's bounds.
+    /// The quiet sample growth is measured from: the second round's, once there are three
+    /// (the first round warms pools, caches and the allocator's arenas).
+    fn baseline(&self) -> Option<Sample> {
+        let index = if self.quiet.len() >= 3 { 1 } else { 0 };
+        self.quiet.get(index).copied()
+    }
+
+    /// Holds the growth from the baseline to the last quiet sample to the plan's bounds.
     pub fn check_growth(&mut self) {
-        let (Some(first), Some(last)) = (self.quiet.first().copied(), self.quiet.last().copied())
-        else {
+        let (Some(first), Some(last)) = (self.baseline(), self.quiet.last().copied()) else {
             return;
         };
         let grown_mib = (last.rss_kib as f64 - first.rss_kib as f64) / 1024.0;
@@ -261,7 +267,7 @@ impl Record {
             "resident players that connected again after a fault: {}\n",
             self.reconnected_players
         ));
-        if let (Some(first), Some(last)) = (self.quiet.first(), self.quiet.last()) {
+        if let (Some(first), Some(last)) = (self.baseline(), self.quiet.last()) {
             out.push_str(&format!(
                 "RSS {:.1} -> {:.1} MiB (peak {:.1}), {:.2} MiB/hour; fds {} -> {} (peak {})\n",
                 first.rss_kib as f64 / 1024.0,
