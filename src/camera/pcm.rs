@@ -94,13 +94,16 @@ pub fn link_decoder(
             })
     };
     let decode = make(decoder, "pcm-decode")?;
-    // Interleaved mono before grouping: avdec_aac decodes to planar audio, which
-    // audiobuffersplit does not take (the link failed and AAC cameras were never heard).
-    let convert = make("audioconvert", "pcm-convert")?;
+    // audiobuffersplit takes interleaved audio only; FFmpeg's AAC decoder gives planar (without
+    // this the link failed and AAC cameras were never heard).
+    let interleave = (decoder == "avdec_aac")
+        .then(|| make("audioconvert", "pcm-interleave"))
+        .transpose()?;
     // Cameras send 20 ms packets; the detector looks at ~1 s windows. Grouping the decoded audio
-    // early makes every element after it (and the channel) work five times less often.
+    // first makes every element after it (and the channel) work five times less often.
     let group = make("audiobuffersplit", "pcm-group")?;
     group.set_property("output-buffer-duration", gst::Fraction::new(1, 10));
+    let convert = make("audioconvert", "pcm-convert")?;
     let resample = make("audioresample", "pcm-resample")?;
     let caps = gst::Caps::builder("audio/x-raw")
         .field("format", "F32LE")
@@ -114,9 +117,13 @@ pub fn link_decoder(
         .sync(false)
         .async_(false)
         .build();
-    let elements = [&decode, &convert, &group, &resample, sink.upcast_ref()];
-    bin.add_many(elements)?;
-    gst::Element::link_many(elements)?;
+    let elements: Vec<&gst::Element> = [Some(&decode), interleave.as_ref()]
+        .into_iter()
+        .flatten()
+        .chain([&group, &convert, &resample, sink.upcast_ref()])
+        .collect();
+    bin.add_many(&elements)?;
+    gst::Element::link_many(&elements)?;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -128,7 +135,7 @@ pub fn link_decoder(
             })
             .build(),
     );
-    for element in elements {
+    for element in &elements {
         element.sync_state_with_parent()?;
     }
     tee.link(&decode)?;
@@ -191,6 +198,14 @@ impl PcmTimeline {
 mod tests {
     use super::*;
 
+    /// The audio formats cameras send.
+    const CAMERA_AUDIO: [&str; 4] = [
+        "audio/mpeg",
+        "audio/x-alaw",
+        "audio/x-mulaw",
+        "audio/x-opus",
+    ];
+
     #[test]
     fn chunks_stay_monotonic_across_sessions() {
         let mut timeline = PcmTimeline::new();
@@ -211,12 +226,7 @@ mod tests {
     #[test]
     fn every_camera_audio_codec_has_a_decoder() {
         let _ = gst::init();
-        for name in [
-            "audio/mpeg",
-            "audio/x-alaw",
-            "audio/x-mulaw",
-            "audio/x-opus",
-        ] {
+        for name in CAMERA_AUDIO {
             let caps = gst::Caps::new_empty_simple(name);
             let decoder = decoder_for(&caps).unwrap();
             assert!(
@@ -233,12 +243,7 @@ mod tests {
     #[test]
     fn every_decoder_links_into_the_detector_branch() {
         let _ = gst::init();
-        for name in [
-            "audio/mpeg",
-            "audio/x-alaw",
-            "audio/x-mulaw",
-            "audio/x-opus",
-        ] {
+        for name in CAMERA_AUDIO {
             let decoder = decoder_for(&gst::Caps::new_empty_simple(name)).unwrap();
             let bin = gst::Bin::new();
             let tee = gst::ElementFactory::make("tee").build().unwrap();

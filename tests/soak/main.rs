@@ -70,6 +70,40 @@ const WEBRTC_FRAMES: &str = "(async () => { const pc = window.vigil && vigil.pc;
     let n = 0; (await pc.getStats()).forEach(s => { \
     if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded || 0; }); return n; })()";
 
+/// The panel's player page for `camera`.
+fn live_url(web_port: u16, camera: &str, mode: &str) -> String {
+    format!("http://127.0.0.1:{web_port}/live?src={camera}&mode={mode}")
+}
+
+/// Runs a browser step. A browser that dies under it (its DevTools socket breaks: Chromium, not
+/// Vigil) is noted and the round goes on without it; anything else is a failure.
+fn in_browser<T>(
+    runtime: &tokio::runtime::Runtime,
+    record: &mut Record,
+    what: &str,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(step)));
+    let panic = match outcome {
+        Ok(value) => return Some(value),
+        Err(panic) => panic,
+    };
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    if message.contains("DevTools socket") {
+        record.browser_crashes += 1;
+        record.log(&format!(
+            "the browser died {what} ({message}); going on without it"
+        ));
+    } else {
+        record.fail(format!("the browser, {what}: {message}"));
+    }
+    None
+}
+
 struct Soak {
     plan: Plan,
     record: Record,
@@ -132,18 +166,12 @@ impl Soak {
         }
     }
 
-    fn live_url(&self, camera: &str, mode: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/live?src={camera}&mode={mode}",
-            self.ports.web
-        )
-    }
-
     /// One round: camera `faulty` faults in every way while the other plays to viewers and
     /// hears a cry; the broker restarts or Home Assistant is born; viewers misbehave.
     fn round(&mut self, number: usize) {
         let (faulty, healthy) = (number % 2, 1 - number % 2);
         let (bad, good) = (self.cameras[faulty].name, self.cameras[healthy].name);
+        let web = self.ports.web;
         let round_start = Instant::now();
         let mse_before = self.mse[healthy].bytes();
         self.record
@@ -151,16 +179,19 @@ impl Soak {
 
         // Viewers join: a browser on the healthy camera over WebRTC and MSE, a player that
         // stops reading on the faulty one, a WebSocket that never reads on the healthy one.
-        let mut chromium = self.runtime.block_on(Chromium::launch());
-        let (webrtc, _) = self
-            .runtime
-            .block_on(chromium.open_playing(&self.live_url(good, "webrtc")));
-        let (mse_page, _) = self
-            .runtime
-            .block_on(chromium.open_playing(&self.live_url(good, "mse")));
-        let frames_at_open = self.runtime.block_on(chromium.eval(&webrtc, WEBRTC_FRAMES));
+        let browser = in_browser(
+            &self.runtime,
+            &mut self.record,
+            "opening the pages",
+            async {
+                let mut chromium = Chromium::launch().await;
+                let (webrtc, _) = chromium.open_playing(&live_url(web, good, "webrtc")).await;
+                let (mse_page, _) = chromium.open_playing(&live_url(web, good, "mse")).await;
+                let frames = chromium.eval(&webrtc, WEBRTC_FRAMES).await;
+                (chromium, webrtc, mse_page, frames)
+            },
+        );
         let frozen = PlayerProcess::start(&self.ports.restream(bad));
-        let web = self.ports.web;
         if within(Duration::from_secs(20), || {
             consumers(web, bad) > RESIDENT_VIEWERS
         })
@@ -243,21 +274,31 @@ impl Soak {
                 gap.as_millis()
             ));
         }
-        let frames = self.runtime.block_on(chromium.eval(&webrtc, WEBRTC_FRAMES));
-        if frames.as_u64() <= frames_at_open.as_u64().map(|n| n + 100) {
-            self.record.fail(format!(
-                "{good}: the WebRTC page decoded {frames_at_open} then {frames} frames over the round"
-            ));
-        }
         if self.mse[healthy].bytes() < mse_before + 100_000 {
             self.record.fail(format!(
                 "{good}: the MSE viewer got almost nothing this round"
             ));
         }
-        // One page leaves cleanly, then the browser dies without a word.
-        self.runtime.block_on(chromium.close(mse_page));
-        common::signal(chromium.pid(), "KILL");
-        drop(chromium);
+        if let Some((mut chromium, webrtc, mse_page, frames_at_open)) = browser {
+            let frames = in_browser(
+                &self.runtime,
+                &mut self.record,
+                "reading its stats",
+                async { chromium.eval(&webrtc, WEBRTC_FRAMES).await },
+            );
+            if let Some(frames) = frames
+                && frames.as_u64() <= frames_at_open.as_u64().map(|n| n + 100)
+            {
+                self.record.fail(format!(
+                    "{good}: the WebRTC page decoded {frames_at_open} then {frames} frames over the round"
+                ));
+            }
+            // One page leaves cleanly, then the browser dies without a word.
+            in_browser(&self.runtime, &mut self.record, "closing a page", async {
+                chromium.close(mse_page).await
+            });
+            common::signal(chromium.pid(), "KILL");
+        }
         self.record.fault("browser killed (SIGKILL)");
 
         // Quiet: only the resident viewers are left (the frozen player and the WebSocket that
@@ -403,10 +444,14 @@ impl Soak {
             self.record.fail(format!("at the end, running: {wrong}"));
         }
 
-        let mut chromium = self.runtime.block_on(Chromium::launch());
-        let _page = self
-            .runtime
-            .block_on(chromium.open_playing(&self.live_url(names[1], "webrtc")));
+        let web = self.ports.web;
+        let _browser = in_browser(&self.runtime, &mut self.record, "opening a page", async {
+            let mut chromium = Chromium::launch().await;
+            let page = chromium
+                .open_playing(&live_url(web, names[1], "webrtc"))
+                .await;
+            (chromium, page)
+        });
         let frozen = PlayerProcess::start(&self.ports.restream(names[1]));
         let _stuck = self
             .runtime

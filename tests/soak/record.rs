@@ -74,6 +74,8 @@ pub struct Record {
     pub quiet: Vec<Sample>,
     /// The largest RSS and fd count seen at any sample.
     pub peak: Sample,
+    /// Browsers that died under the soak (Chromium's own crashes, not Vigil's doing).
+    pub browser_crashes: u32,
     /// Resident players that had no frame soon after their camera and connected again.
     pub reconnected_players: u32,
     /// Things that went wrong; the test fails at the end if any.
@@ -98,6 +100,7 @@ impl Record {
                 fds: 0,
             },
             reconnected_players: 0,
+            browser_crashes: 0,
             failures: Vec::new(),
         }
     }
@@ -264,8 +267,8 @@ impl Record {
             spread(&self.cry_latencies)
         ));
         out.push_str(&format!(
-            "resident players that connected again after a fault: {}\n",
-            self.reconnected_players
+            "resident players that connected again after a fault: {}; browsers that died: {}\n",
+            self.reconnected_players, self.browser_crashes
         ));
         if let (Some(first), Some(last)) = (self.baseline(), self.quiet.last()) {
             out.push_str(&format!(
