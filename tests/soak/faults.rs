@@ -10,6 +10,10 @@ use super::record::{GARBAGE, Record};
 
 /// How long a stream may take to come back before it counts as not back at all.
 const GIVE_UP: Duration = Duration::from_secs(30);
+/// How long a camera streams between two faults: longer than the backoff's `HEALTHY_AFTER`
+/// (10 s), so each fault starts a fresh outage, as a camera's reboot at night does. (Faults
+/// closer together are one long outage to the backoff, retried ever more slowly by design.)
+const HEALTHY_BETWEEN_FAULTS: Duration = Duration::from_secs(11);
 /// A resident player without a frame this long after its camera is back connects again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 
@@ -24,6 +28,8 @@ pub struct SoakCamera {
     pub resident: RtspClient,
     /// Resident players so far.
     players: u32,
+    /// When the camera last came back (or the soak took it over).
+    back_since: Instant,
 }
 
 /// The fake camera's options at a size.
@@ -72,6 +78,7 @@ impl SoakCamera {
             restream,
             resident,
             players: 1,
+            back_since: Instant::now(),
         }
     }
 
@@ -106,11 +113,16 @@ impl SoakCamera {
         while self.resident.au_count() <= before && Instant::now() < deadline {
             // A player whose connection Vigil closed (the camera's tracks changed) reconnects,
             // as a real one does; the time to its first frame still counts.
-            if back.elapsed() > RECONNECT_AFTER && !reconnected {
+            if (self.resident.closed() || back.elapsed() > RECONNECT_AFTER) && !reconnected {
                 record.log(&format!(
-                    "{}: no frame {} s after the camera; the player reconnects (error: {:?})",
+                    "{}: {} {} ms after the camera; the player reconnects (error: {:?})",
                     self.name,
-                    RECONNECT_AFTER.as_secs(),
+                    if self.resident.closed() {
+                        "closed by Vigil"
+                    } else {
+                        "no frame"
+                    },
+                    back.elapsed().as_millis(),
                     self.resident.error()
                 ));
                 record.reconnected_players += 1;
@@ -125,9 +137,15 @@ impl SoakCamera {
             .get(before)
             .map(|au| au.at.saturating_duration_since(back));
         record.recovered(kind, self.name, took);
+        self.back_since = Instant::now();
         if took.is_none() {
             self.reconnect_player();
         }
+    }
+
+    /// Waits until the camera has streamed [`HEALTHY_BETWEEN_FAULTS`] since it came back.
+    fn settle(&self) {
+        std::thread::sleep(HEALTHY_BETWEEN_FAULTS.saturating_sub(self.back_since.elapsed()));
     }
 
     fn reconnect_player(&mut self) {
@@ -137,6 +155,7 @@ impl SoakCamera {
 
     /// The camera loses power; [`SoakCamera::power_on`] ends the outage.
     pub fn power_off(&mut self) {
+        self.settle();
         self.camera.stop();
     }
 
@@ -146,6 +165,7 @@ impl SoakCamera {
 
     /// Frozen (SIGSTOP) for `long`: the socket stays open, nothing comes.
     pub fn stall(&mut self, record: &mut Record, long: Duration) {
+        self.settle();
         self.recover(
             record,
             "stalled (SIGSTOP)",
@@ -160,6 +180,7 @@ impl SoakCamera {
     /// Reboots at the other resolution (new SPS/PPS); then a new player must see the new size
     /// and the resident one must decode on.
     pub fn reboot_resized(&mut self, record: &mut Record) {
+        self.settle();
         self.wide = !self.wide;
         let (decoded, players) = (self.resident.decoded().len(), self.players);
         self.recover(
@@ -199,6 +220,7 @@ impl SoakCamera {
 
     /// Replaced by a server that answers with random bytes for `long`, then the camera again.
     pub fn garbage(&mut self, record: &mut Record, long: Duration) {
+        self.settle();
         self.recover(
             record,
             GARBAGE,
