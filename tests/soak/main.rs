@@ -367,68 +367,6 @@ impl Soak {
         }
     }
 
-    /// Home Assistant's birth message makes Vigil publish everything again: a discovery config
-    /// and a state removed from the broker come back.
-    fn birth(&mut self) {
-        self.record.fault("Home Assistant birth");
-        let port = self.broker.port;
-        let configs =
-            common::mqtt_probe::retained(port, PASSWORD, "homeassistant/+/vigil/+/config");
-        let Some(config) = configs.keys().next().cloned() else {
-            self.record
-                .fail("no discovery configs retained before the birth message".into());
-            return;
-        };
-        let state = format!("vigil/{}/online", self.cameras[0].name);
-        let ha = Probe::connect(port, PASSWORD, &[]);
-        ha.publish(&config, "", true);
-        ha.publish(&state, "", true);
-        std::thread::sleep(Duration::from_millis(300));
-        ha.publish("homeassistant/status", "online", false);
-        let back = within(Duration::from_secs(20), || {
-            let now = common::mqtt_probe::retained(port, PASSWORD, "#");
-            now.contains_key(&config) && now.get(&state).is_some_and(|s| s == "ON")
-        });
-        match back {
-            Some(took) => self.record.log(&format!(
-                "birth: all published again in {} ms",
-                took.as_millis()
-            )),
-            None => self.record.fail(format!(
-                "after Home Assistant's birth {config} or {state} never came back"
-            )),
-        }
-    }
-
-    /// The broker restarts and forgets everything (no persistence); Vigil reconnects and the
-    /// broker holds the truth again.
-    fn restart_broker(&mut self) {
-        self.record.fault("broker restarted");
-        self.broker.restart();
-        let names: Vec<&str> = self.cameras.iter().map(|c| c.name).collect();
-        let online: Vec<(&str, bool)> = names.iter().map(|n| (*n, true)).collect();
-        let port = self.broker.port;
-        match within(Duration::from_secs(30), || {
-            mqtt_truth::holds(port, PASSWORD, true, &online).is_ok()
-        }) {
-            Some(took) => {
-                self.record.log(&format!(
-                    "broker restart: the truth retained again in {} ms",
-                    took.as_millis()
-                ));
-                self.record
-                    .recoveries
-                    .entry("broker restart (MQTT truth)")
-                    .or_default()
-                    .push(took);
-            }
-            None => self.record.fail(format!(
-                "after the broker restarted: {}",
-                mqtt_truth::holds(port, PASSWORD, true, &online).unwrap_err()
-            )),
-        }
-    }
-
     /// The truth at the end, then SIGTERM with a camera down and viewers of every kind: a clean
     /// exit within 5 s, and `offline` in the broker.
     fn finish(mut self) {
