@@ -201,3 +201,33 @@ fn a_frozen_camera_is_restarted_by_the_watchdog() {
     });
     assert_eq!(producer(ports.web, "nursery")["reconnects"], 1);
 }
+
+#[test]
+fn reconnecting_to_a_camera_leaks_no_file_descriptors() {
+    let mut camera = FakeCamera::start(&[]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&[("nursery", &camera.url())])));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    let mut reconnect = |times: u64| {
+        for _ in 0..times {
+            let before = producer(ports.web, "nursery")["reconnects"]
+                .as_u64()
+                .unwrap();
+            camera.restart();
+            wait_until("the camera back online", Duration::from_secs(20), || {
+                producer(ports.web, "nursery")["reconnects"].as_u64() > Some(before)
+                    && state(ports.web, "nursery") == "online"
+            });
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        common::fd_count(vigil.pid())
+    };
+    // The first reconnect may allocate for good (pools, caches); the next ones must not.
+    let settled = reconnect(1);
+    let after = reconnect(4);
+    // A leaked pipeline keeps its buses' sockets: four reconnects added eight.
+    assert!(
+        after <= settled + 3,
+        "file descriptors grew from {settled} to {after} over four reconnects"
+    );
+}

@@ -91,12 +91,14 @@ impl Ingest {
             Some(take.to_value())
         });
 
-        let bin = pipeline.clone();
+        // Weak: the source belongs to the pipeline, so a strong reference here would keep the
+        // whole pipeline (its buses' sockets, its buffers) alive after every reconnect.
+        let bin = pipeline.downgrade();
         let linked = Arc::downgrade(&session);
         let camera_name = camera.to_string();
         let tracks = offer.clone();
         source.connect_pad_added(move |_, pad| {
-            let Some(session) = linked.upgrade() else {
+            let (Some(bin), Some(session)) = (bin.upgrade(), linked.upgrade()) else {
                 return;
             };
             let track = TrackSetup {

@@ -119,13 +119,16 @@ pub fn link_decoder(
 ) -> anyhow::Result<()> {
     let make = |factory: &str, role: &str| super::make_element(factory, format!("{prefix}-{role}"));
     let decode = make(decoder, "pcm-decode")?;
-    // First to interleaved mono: `audiobuffersplit` takes only interleaved audio, and AAC
-    // decoders give planar samples.
-    let convert = make("audioconvert", "pcm-convert")?;
+    // audiobuffersplit takes interleaved audio only; FFmpeg's AAC decoder gives planar (without
+    // this the link failed and AAC cameras were never heard).
+    let interleave = (decoder == "avdec_aac")
+        .then(|| make("audioconvert", "pcm-interleave"))
+        .transpose()?;
     // Cameras send 20 ms packets; the detector looks at ~1 s windows. Grouping the decoded audio
-    // makes the resampler (and the channel) work five times less often.
+    // makes every element after it (and the channel) work five times less often.
     let group = make("audiobuffersplit", "pcm-group")?;
     group.set_property("output-buffer-duration", gst::Fraction::new(1, 10));
+    let convert = make("audioconvert", "pcm-convert")?;
     let resample = make("audioresample", "pcm-resample")?;
     let caps = gst::Caps::builder("audio/x-raw")
         .field("format", "F32LE")
@@ -139,9 +142,13 @@ pub fn link_decoder(
         .sync(false)
         .async_(false)
         .build();
-    let elements = [&decode, &convert, &group, &resample, sink.upcast_ref()];
-    bin.add_many(elements)?;
-    gst::Element::link_many(elements)?;
+    let elements: Vec<&gst::Element> = [Some(&decode), interleave.as_ref()]
+        .into_iter()
+        .flatten()
+        .chain([&group, &convert, &resample, sink.upcast_ref()])
+        .collect();
+    bin.add_many(&elements)?;
+    gst::Element::link_many(&elements)?;
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -153,7 +160,7 @@ pub fn link_decoder(
             })
             .build(),
     );
-    for element in elements {
+    for element in &elements {
         element.sync_state_with_parent()?;
     }
     tee.link(&decode)?;
@@ -237,6 +244,14 @@ impl PcmTimeline {
 mod tests {
     use super::*;
 
+    /// The audio formats cameras send.
+    const CAMERA_AUDIO: [&str; 4] = [
+        "audio/mpeg",
+        "audio/x-alaw",
+        "audio/x-mulaw",
+        "audio/x-opus",
+    ];
+
     #[test]
     fn chunks_stay_monotonic_across_sessions() {
         let mut timeline = PcmTimeline::new();
@@ -284,12 +299,7 @@ mod tests {
     #[test]
     fn every_camera_audio_codec_has_a_decoder() {
         let _ = gst::init();
-        for name in [
-            "audio/mpeg",
-            "audio/x-alaw",
-            "audio/x-mulaw",
-            "audio/x-opus",
-        ] {
+        for name in CAMERA_AUDIO {
             let caps = gst::Caps::new_empty_simple(name);
             let decoder = decoder_for(&caps).unwrap();
             assert!(
@@ -301,5 +311,19 @@ mod tests {
             decoder_for(&gst::Caps::new_empty_simple("audio/x-g726")),
             None
         );
+    }
+
+    #[test]
+    fn every_decoder_links_into_the_detector_branch() {
+        let _ = gst::init();
+        for name in CAMERA_AUDIO {
+            let decoder = decoder_for(&gst::Caps::new_empty_simple(name)).unwrap();
+            let bin = gst::Bin::new();
+            let tee = gst::ElementFactory::make("tee").build().unwrap();
+            bin.add(&tee).unwrap();
+            let (output, _rx) = PcmOutput::channel();
+            link_decoder(&bin, &tee, decoder, "test", output)
+                .unwrap_or_else(|e| panic!("{decoder}: {e:#}"));
+        }
     }
 }

@@ -121,6 +121,11 @@ impl Chromium {
         }
     }
 
+    /// The browser process (to kill it as a crash would).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Chromium's own log so far (for failure messages).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

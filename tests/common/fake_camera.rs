@@ -93,6 +93,14 @@ impl FakeCamera {
         self.spawn();
     }
 
+    /// Starts it again on the same port with other options (a reboot into another resolution,
+    /// or a garbage server in its place); later restarts keep them.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.stop();
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.spawn();
+    }
+
     /// Freezes the camera: connections stay open, nothing more is sent or answered.
     pub fn pause(&self) {
         signal(self.pid(), "STOP");

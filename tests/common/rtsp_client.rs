@@ -60,6 +60,8 @@ struct Record {
     video_caps: Option<gst::Caps>,
     sdp: Option<String>,
     error: Option<String>,
+    /// The server ended the stream (EOS).
+    ended: bool,
 }
 
 /// A playing client; dropping it stops it (the server sees the connection close).
@@ -115,9 +117,13 @@ impl RtspClient {
         let bus = pipeline.bus().unwrap();
         let error_record = record.clone();
         bus.set_sync_handler(move |_, message| {
-            if let gst::MessageView::Error(e) = message.view() {
-                error_record.lock().unwrap().error =
-                    Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+            match message.view() {
+                gst::MessageView::Error(e) => {
+                    error_record.lock().unwrap().error =
+                        Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+                }
+                gst::MessageView::Eos(_) => error_record.lock().unwrap().ended = true,
+                _ => {}
             }
             gst::BusSyncReply::Drop
         });
@@ -171,6 +177,12 @@ impl RtspClient {
 
     pub fn error(&self) -> Option<String> {
         self.record.lock().unwrap().error.clone()
+    }
+
+    /// True once the server closed the stream (an error or the end of the stream).
+    pub fn closed(&self) -> bool {
+        let record = self.record.lock().unwrap();
+        record.ended || record.error.is_some()
     }
 
     /// Waits until `done` holds; panics (with the client's error, if any) after `timeout`.
