@@ -34,7 +34,8 @@ impl Probe {
         options
             .set_credentials(USER, password)
             .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(256 * 1024, 256 * 1024);
+            // Room for retained "Last cry" pictures (base64 JPEGs), as Vigil allows itself.
+            .set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
         let (client, mut connection) = Client::new(options, 100);
         for filter in filters {
             client.subscribe(*filter, QoS::AtLeastOnce).unwrap();
