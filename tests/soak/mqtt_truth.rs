@@ -8,7 +8,7 @@ use super::common::mqtt_probe::{Probe, retained};
 use super::{PASSWORD, Soak, within};
 
 /// Entities per camera, each with a retained discovery config.
-const ENTITIES_PER_CAMERA: usize = 6;
+const ENTITIES_PER_CAMERA: usize = vigil::mqtt::discovery::Entity::ALL.len();
 
 /// `Ok` when the retained messages match: `vigil/status` is `online` when `running` (else
 /// `offline`), and for each (camera, up) `vigil/<camera>/online` is ON when up, crying OFF.
