@@ -74,6 +74,8 @@ impl CameraActor {
         let mut backoff = Backoff::new();
         let mut last_failure: Option<FailureKind> = None;
         let mut ever_online = false;
+        // Whether the last session already reconnected once for audio that never came.
+        let mut audio_retried = false;
         loop {
             self.set_state(CameraState::Connecting);
             let attempt = Ingest::start(
@@ -86,7 +88,13 @@ impl CameraActor {
             let failure = match attempt {
                 Ok(ingest) => {
                     let outcome = self
-                        .watch(&ingest, &mut backoff, &mut ever_online, &shutdown)
+                        .watch(
+                            &ingest,
+                            &mut backoff,
+                            &mut ever_online,
+                            &mut audio_retried,
+                            &shutdown,
+                        )
                         .await;
                     ingest.stop().await;
                     match outcome {
@@ -127,6 +135,7 @@ impl CameraActor {
         ingest: &Ingest,
         backoff: &mut Backoff,
         ever_online: &mut bool,
+        audio_retried: &mut bool,
         shutdown: &CancellationToken,
     ) -> Option<Failure> {
         let bus = ingest.bus()?;
@@ -178,6 +187,15 @@ impl CameraActor {
                                 None => AUDIO_GRACE,
                             };
                             if now - since >= grace {
+                                // Now and then a session gets no audio although the camera
+                                // sends it (the soak saw it): one new session first, since
+                                // going on without audio leaves the detector deaf until the
+                                // next reconnect.
+                                if !*audio_retried {
+                                    *audio_retried = true;
+                                    tracing::warn!(camera = %self.name, "the camera announced audio but sends none: connecting again");
+                                    return Some(Failure::new(FailureKind::Ended, "the camera announced audio but sent none", &self.redactor));
+                                }
                                 tracing::warn!(camera = %self.name, "the camera announced audio but sends none: going on without it");
                                 ingest.give_up_audio();
                             }
@@ -185,6 +203,9 @@ impl CameraActor {
                     }
                     if !online && received.video_frames > 0 {
                         online = true;
+                        if ingest.negotiated().1 {
+                            *audio_retried = false;
+                        }
                         backoff.on_online(now);
                         measure_fps = self.went_online(*ever_online, offer.transcoded_audio.clone());
                         *ever_online = true;
