@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use super::failure::FailureKind;
 
 /// How long after an outage begins retries stay fast.
-pub const FAST_WINDOW: Duration = Duration::from_secs(10);
+// 20 s rather than 10: an outage of about 10 s (a camera's reboot) must still end with a fast retry.
+pub const FAST_WINDOW: Duration = Duration::from_secs(20);
 /// The retry delay during the first seconds of an outage.
 const FIRST_DELAY: Duration = Duration::from_millis(500);
 /// How long retries come every [`FIRST_DELAY`] before every second.
@@ -108,16 +109,17 @@ mod tests {
     }
 
     #[test]
-    fn retries_are_fast_for_ten_seconds_then_grow_to_thirty() {
-        let steps = schedule(FailureKind::Unreachable, Instant::now(), 40, 0.5);
+    fn retries_are_fast_for_the_fast_window_then_grow_to_thirty() {
+        let fast = FAST_WINDOW.as_secs_f64();
+        let steps = schedule(FailureKind::Unreachable, Instant::now(), 50, 0.5);
         for (at, delay) in &steps {
-            if *at < 10.0 {
+            if *at < fast {
                 assert!((0.5..=1.0).contains(delay), "at {at}: {delay}");
             } else {
                 assert!(*delay >= 1.0 && *delay <= 30.0, "at {at}: {delay}");
             }
         }
-        let slow: Vec<f64> = steps.iter().filter(|s| s.0 >= 10.0).map(|s| s.1).collect();
+        let slow: Vec<f64> = steps.iter().filter(|s| s.0 >= fast).map(|s| s.1).collect();
         assert!(slow.windows(2).all(|w| w[1] >= w[0]), "{slow:?}");
         assert_eq!(slow.last(), Some(&30.0));
         // The first slow retry still comes soon: a camera back after 10 s is not left waiting.
