@@ -70,7 +70,7 @@ fn vigil_keeps_one_generic_camera_per_camera_in_home_assistant() {
 
     let ha_ready = started.elapsed();
     let mut vigil = Vigil::start_with_env(&three, &env);
-    vigil.wait_for_log(IN_SYNC, Duration::from_secs(60));
+    vigil.wait_for_log(IN_SYNC, Duration::from_secs(150));
     let first = entries(&ha);
     assert_eq!(
         titles(&first),
@@ -104,7 +104,7 @@ fn vigil_keeps_one_generic_camera_per_camera_in_home_assistant() {
     let played = started.elapsed();
     // A restart makes no duplicate.
     vigil.restart_with(&three, &env);
-    vigil.wait_for_log(IN_SYNC, Duration::from_secs(60));
+    vigil.wait_for_log(IN_SYNC, Duration::from_secs(150));
     assert_eq!(entries(&ha), first, "\n{}", vigil.output());
     assert!(!vigil.output().contains("camera entity added"));
 
@@ -119,7 +119,7 @@ fn vigil_keeps_one_generic_camera_per_camera_in_home_assistant() {
     let ports = Ports::free();
     let one = ports.options(&cameras_yaml(&[("nursery", &url)]));
     vigil.restart_with(&one, &env);
-    vigil.wait_for_log(IN_SYNC, Duration::from_secs(60));
+    vigil.wait_for_log(IN_SYNC, Duration::from_secs(150));
     let last = entries(&ha);
     assert_eq!(
         titles(&last),
@@ -136,7 +136,7 @@ fn vigil_keeps_one_generic_camera_per_camera_in_home_assistant() {
 
     // The option off: Vigil's entry goes, the user's stays.
     vigil.restart_with(&format!("{one}homeassistant_cameras: false\n"), &env);
-    vigil.wait_for_log(IN_SYNC, Duration::from_secs(60));
+    vigil.wait_for_log(IN_SYNC, Duration::from_secs(150));
     assert_eq!(titles(&entries(&ha)), ["Baby's bedroom"]);
     assert!(
         ha.state("camera.nursery").is_none(),
