@@ -80,7 +80,7 @@ fn h265_cameras_are_restreamed_as_they_are() {
         &ports.restream("nursery"),
         ClientOptions {
             decode: true,
-            ..ClientOptions::default()
+            ..ClientOptions::untouched_check()
         },
     );
     relayed.wait("decoded frames", Duration::from_secs(15), |c| {

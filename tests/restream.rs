@@ -28,7 +28,7 @@ fn the_restream_carries_the_cameras_own_bitstream_and_audio() {
     let camera = FakeCamera::start(&["--audio", "pcma", "--gop", "15"]);
     let (_vigil, ports) = vigil_with(&camera, "unify_audio: false\n");
     let direct = camera_client_a_gop_ahead(&camera.url(), Duration::from_secs(1));
-    let relayed = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+    let relayed = RtspClient::start(&ports.restream("nursery"), ClientOptions::untouched_check());
     relayed.wait("frames from the restream", Duration::from_secs(10), |c| {
         c.au_count() > 60 && c.audio_buffers() > 20
     });

@@ -63,7 +63,7 @@ fn a_pcma_camera_and_an_aac_camera_both_restream_aac_with_their_video_untouched(
         assert!(!streams.contains("pcm_alaw"), "{name}: {streams}");
 
         let direct = camera_client_a_gop_ahead(&camera.url(), Duration::from_secs(1));
-        let relayed = RtspClient::start(&ports.restream(name), ClientOptions::default());
+        let relayed = RtspClient::start(&ports.restream(name), ClientOptions::untouched_check());
         relayed.wait("video and audio", Duration::from_secs(10), |c| {
             c.au_count() > 40 && c.audio_buffers() > 20
         });

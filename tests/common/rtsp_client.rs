@@ -35,6 +35,17 @@ impl Default for ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// A client of the restream for [`assert_video_untouched`]: a jitter buffer deep enough
+    /// that a loaded machine never makes it drop a late packet and truncate a frame.
+    pub fn untouched_check() -> Self {
+        Self {
+            latency_ms: 1000,
+            ..Self::default()
+        }
+    }
+}
+
 /// One access unit as received.
 #[derive(Debug, Clone)]
 pub struct ReceivedAu {
@@ -43,6 +54,8 @@ pub struct ReceivedAu {
     /// The hash of the whole access unit, and of each of its NAL units.
     pub hash: u64,
     pub nals: Vec<u64>,
+    /// The type of each NAL unit (the low five bits of its header), for failure messages.
+    pub nal_types: Vec<u8>,
     pub size: usize,
 }
 
@@ -260,6 +273,10 @@ fn link_video(
                     keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
                     hash: hash(&map),
                     nals: split_nals(&map).iter().map(|n| hash(n)).collect(),
+                    nal_types: split_nals(&map)
+                        .iter()
+                        .map(|n| n.first().map_or(0, |h| h & 0x1f))
+                        .collect(),
                     size: map.len(),
                 };
                 let mut record = au_record.lock().unwrap();
@@ -382,9 +399,17 @@ pub fn split_nals(au: &[u8]) -> Vec<&[u8]> {
 
 /// A client of the camera at `url` for [`assert_video_untouched`], returned a GOP (`gop`) after
 /// its first keyframe: by then the restream's cache starts at that keyframe or a later one, even
-/// when Vigil lags on a loaded machine, so every frame the restream sends is one it got too.
+/// when Vigil lags on a loaded machine, so every frame the restream sends is one it got too. Its
+/// jitter buffer is deep so that a loaded machine never makes it drop a late packet (which would
+/// leave it a truncated frame the restream sent whole).
 pub fn camera_client_a_gop_ahead(url: &str, gop: Duration) -> RtspClient {
-    let direct = RtspClient::start(url, ClientOptions::default());
+    let direct = RtspClient::start(
+        url,
+        ClientOptions {
+            latency_ms: DIRECT_LATENCY.as_millis() as u32,
+            ..ClientOptions::default()
+        },
+    );
     direct.wait("a keyframe from the camera", Duration::from_secs(10), |c| {
         c.aus().iter().any(|au| au.keyframe)
     });
@@ -392,22 +417,36 @@ pub fn camera_client_a_gop_ahead(url: &str, gop: Duration) -> RtspClient {
     direct
 }
 
+/// The jitter-buffer latency of [`camera_client_a_gop_ahead`]'s client.
+const DIRECT_LATENCY: Duration = Duration::from_millis(1500);
+
 /// Asserts that every NAL unit `relayed` received is one `direct` (a client of the camera
 /// itself) received, and that there were more than `at_least`: nothing was re-encoded.
 pub fn assert_video_untouched(direct: &RtspClient, relayed: &RtspClient, at_least: usize) {
+    let relayed = relayed.aus();
+    // The direct client's deeper jitter buffer holds the newest frames back a little longer
+    // than the restream path does: let it catch up on what the relayed client already has.
+    std::thread::sleep(DIRECT_LATENCY + Duration::from_millis(500));
     let from_camera: std::collections::HashSet<u64> =
         direct.aus().iter().flat_map(|au| au.nals.clone()).collect();
-    let relayed: Vec<u64> = relayed
-        .aus()
+    let total: usize = relayed.iter().map(|au| au.nals.len()).sum();
+    assert!(total > at_least, "{total} NAL units");
+    let foreign: Vec<String> = relayed
         .iter()
-        .flat_map(|au| au.nals.clone())
+        .enumerate()
+        .flat_map(|(index, au)| {
+            au.nals
+                .iter()
+                .zip(&au.nal_types)
+                .filter(|(nal, _)| !from_camera.contains(nal))
+                .map(move |(_, kind)| format!("type {kind} in access unit {index}"))
+        })
         .collect();
-    assert!(relayed.len() > at_least, "{} NAL units", relayed.len());
-    let foreign = relayed.iter().filter(|n| !from_camera.contains(n)).count();
-    assert_eq!(
-        foreign,
-        0,
-        "{foreign} of {} NAL units are not the camera's",
-        relayed.len()
+    assert!(
+        foreign.is_empty(),
+        "{} of {total} NAL units (in {} access units) are not the camera's: {}",
+        foreign.len(),
+        relayed.len(),
+        foreign.join(", ")
     );
 }
