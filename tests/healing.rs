@@ -231,3 +231,69 @@ fn reconnecting_to_a_camera_leaks_no_file_descriptors() {
         "file descriptors grew from {settled} to {after} over four reconnects"
     );
 }
+
+/// Players that connect while their camera is away (rebooting at night), or just after it is
+/// back but before Vigil has reconnected, play as soon as the stream is back instead of waiting
+/// for their own timeout (20 s for GStreamer's `rtspsrc`).
+#[test]
+fn a_player_that_connects_during_an_outage_plays_when_the_camera_is_back() {
+    let mut camera = FakeCamera::start(&["--audio", "pcma"]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&[("nursery", &camera.url())])));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    let player = || RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+
+    camera.stop();
+    wait_until("the camera seen offline", Duration::from_secs(10), || {
+        state(ports.web, "nursery") != "online"
+    });
+    let during = player();
+    std::thread::sleep(Duration::from_secs(2));
+    camera.restart();
+    let back = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let right_after = player();
+    for (when, client) in [("during", &during), ("right after", &right_after)] {
+        client.wait("frames after the outage", Duration::from_secs(15), |c| {
+            c.au_count() > 0
+        });
+        let took = client.aus()[0].at.duration_since(back);
+        // A loose bound for a loaded machine.
+        assert!(
+            took < Duration::from_millis(3000),
+            "a player connected {when} the outage: first frame {took:?} after the camera"
+        );
+        assert!(client.error().is_none(), "{when}: {:?}", client.error());
+    }
+}
+
+/// A camera that streamed, then answers with garbage for a while (as some do while they boot),
+/// is retried fast: its stream is back soon after it is.
+#[test]
+fn a_camera_that_sends_garbage_while_it_boots_is_back_soon_after() {
+    let mut camera = FakeCamera::start(&[]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&cameras_yaml(&[("nursery", &camera.url())])));
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    let client = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+    client.wait("frames", Duration::from_secs(10), |c| c.au_count() > 10);
+
+    camera.restart_with(&["--garbage"]);
+    wait_until("the garbage reported", Duration::from_secs(10), || {
+        reason(ports.web, "nursery").starts_with("bad stream")
+    });
+    // Long enough that a slow schedule would be waiting 5 to 8 s between tries by now.
+    std::thread::sleep(Duration::from_secs(11));
+    let before = client.au_count();
+    camera.restart_with(&[]);
+    let back = Instant::now();
+    client.wait("frames after the garbage", Duration::from_secs(15), |c| {
+        c.au_count() > before
+    });
+    let took = client.aus()[before].at.duration_since(back);
+    // A loose bound for a loaded machine (a camera never seen streaming waits 2.25 s and more).
+    assert!(
+        took < Duration::from_millis(2500),
+        "video back {took:?} after the camera"
+    );
+}

@@ -3,7 +3,9 @@
 //! After a camera that was streaming goes away (a reboot, a network blip) the first retries are
 //! fast, so the stream is back about a second after the camera is; after [`FAST_WINDOW`] of
 //! failures the delay grows to [`MAX_DELAY`]. A failure that retrying soon cannot fix (a wrong
-//! password, a wrong path) starts slow. Every delay has jitter, so cameras behind one switch do
+//! password, a wrong path) starts slow, unless the camera has streamed before: then a 404 or a
+//! garbled answer is a camera still booting (its RTSP server up before its encoder), retried
+//! fast too. A wrong password always starts slow: cameras lock out a client that keeps trying. Every delay has jitter, so cameras behind one switch do
 //! not retry in lockstep. A session counts as healthy (and so ends an outage) only after it ran
 //! [`HEALTHY_AFTER`]: a camera that accepts and drops at once keeps backing off.
 
@@ -14,12 +16,9 @@ use super::failure::FailureKind;
 /// How long after an outage begins retries stay fast.
 // 20 s rather than 10: an outage of about 10 s (a camera's reboot) must still end with a fast retry.
 pub const FAST_WINDOW: Duration = Duration::from_secs(20);
-/// The retry delay during the first seconds of an outage.
-const FIRST_DELAY: Duration = Duration::from_millis(500);
-/// How long retries come every [`FIRST_DELAY`] before every second.
-const FIRST_PHASE: Duration = Duration::from_secs(2);
-/// The delay for the rest of the fast window.
-const FAST_DELAY: Duration = Duration::from_secs(1);
+/// The retry delay during the fast window: a refused connection costs next to nothing, and the
+/// stream is back within about this long plus the camera's first keyframe.
+const FAST_DELAY: Duration = Duration::from_millis(500);
 /// The first delay once the fast window has passed; each next one is [`GROWTH`] times longer.
 const SLOW_START: Duration = Duration::from_secs(1);
 /// A failure that needs a change starts this many steps into the slow schedule (2.25 s).
@@ -41,6 +40,8 @@ pub struct Backoff {
     slow_attempts: u32,
     /// When the current session started streaming, if it did.
     online_since: Option<Instant>,
+    /// The camera has streamed with these options.
+    streamed: bool,
 }
 
 impl Backoff {
@@ -51,6 +52,7 @@ impl Backoff {
     /// The session began streaming at `now`.
     pub fn on_online(&mut self, now: Instant) {
         self.online_since = Some(now);
+        self.streamed = true;
     }
 
     /// A session or attempt failed at `now` with `kind`: how long to wait before the next one.
@@ -65,15 +67,14 @@ impl Backoff {
             self.slow_attempts = 0;
         }
         let elapsed = self.outage_since.map_or(Duration::ZERO, |t| now - t);
-        if !kind.needs_a_change() && elapsed < FAST_WINDOW {
-            let delay = if elapsed < FIRST_PHASE {
-                FIRST_DELAY
-            } else {
-                FAST_DELAY
-            };
-            return jittered(delay, JITTER / 2.0, unit);
+        let needs_a_change = match kind {
+            FailureKind::Unauthorized => true,
+            _ => kind.needs_a_change() && !self.streamed,
+        };
+        if !needs_a_change && elapsed < FAST_WINDOW {
+            return jittered(FAST_DELAY, JITTER / 2.0, unit);
         }
-        if kind.needs_a_change() {
+        if needs_a_change {
             self.slow_attempts = self.slow_attempts.max(NEEDS_A_CHANGE_STEP);
         }
         let grown = SLOW_START.as_secs_f64() * GROWTH.powi(self.slow_attempts as i32);
@@ -114,7 +115,7 @@ mod tests {
         let steps = schedule(FailureKind::Unreachable, Instant::now(), 50, 0.5);
         for (at, delay) in &steps {
             if *at < fast {
-                assert!((0.5..=1.0).contains(delay), "at {at}: {delay}");
+                assert!((0.45..=0.55).contains(delay), "at {at}: {delay}");
             } else {
                 assert!(*delay >= 1.0 && *delay <= 30.0, "at {at}: {delay}");
             }
@@ -134,6 +135,27 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_stream_is_retried_slowly_until_the_camera_has_streamed() {
+        let mut backoff = Backoff::new();
+        let mut now = Instant::now();
+        assert!(backoff.next_delay(FailureKind::BadStream, now, 0.5) >= Duration::from_secs(2));
+        backoff.on_online(now);
+        now += HEALTHY_AFTER;
+        // Streamed once: garbage or a 404 is a camera still booting, retried fast...
+        for kind in [
+            FailureKind::BadStream,
+            FailureKind::NotFound,
+            FailureKind::NoVideo,
+        ] {
+            now += Duration::from_millis(500);
+            assert!(backoff.next_delay(kind, now, 0.5) <= FAST_DELAY, "{kind:?}");
+        }
+        // ...but not a wrong password.
+        now += Duration::from_millis(500);
+        assert!(backoff.next_delay(FailureKind::Unauthorized, now, 0.5) >= Duration::from_secs(2));
+    }
+
+    #[test]
     fn a_healthy_session_starts_the_next_outage_fast() {
         let mut backoff = Backoff::new();
         let mut now = Instant::now();
@@ -142,10 +164,7 @@ mod tests {
         }
         backoff.on_online(now);
         now += HEALTHY_AFTER;
-        assert_eq!(
-            backoff.next_delay(FailureKind::Ended, now, 0.5),
-            FIRST_DELAY
-        );
+        assert_eq!(backoff.next_delay(FailureKind::Ended, now, 0.5), FAST_DELAY);
     }
 
     #[test]

@@ -14,8 +14,6 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 /// (10 s), so each fault starts a fresh outage, as a camera's reboot at night does. (Faults
 /// closer together are one long outage to the backoff, retried ever more slowly by design.)
 const HEALTHY_BETWEEN_FAULTS: Duration = Duration::from_secs(11);
-/// A resident player without a frame this long after its camera is back connects again.
-const RECONNECT_AFTER: Duration = Duration::from_secs(3);
 
 pub struct SoakCamera {
     pub name: &'static str,
@@ -112,16 +110,12 @@ impl SoakCamera {
         let (mut before, mut reconnected) = (before, false);
         while self.resident.au_count() <= before && Instant::now() < deadline {
             // A player whose connection Vigil closed (the camera's tracks changed) reconnects,
-            // as a real one does; the time to its first frame still counts.
-            if (self.resident.closed() || back.elapsed() > RECONNECT_AFTER) && !reconnected {
+            // as a real one does; the time to its first frame still counts. One left open
+            // waits, as a real one does.
+            if self.resident.closed() && !reconnected {
                 record.log(&format!(
-                    "{}: {} {} ms after the camera; the player reconnects (error: {:?})",
+                    "{}: closed by Vigil {} ms after the camera; the player reconnects (error: {:?})",
                     self.name,
-                    if self.resident.closed() {
-                        "closed by Vigil"
-                    } else {
-                        "no frame"
-                    },
                     back.elapsed().as_millis(),
                     self.resident.error()
                 ));
