@@ -133,10 +133,7 @@ impl CryPictures {
         let dir = self.dir.join(camera);
         let name = format!("{}.jpg", unix_millis(at));
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!("{name}.tmp"));
-            std::fs::write(&tmp, &jpeg)?;
-            std::fs::rename(&tmp, dir.join(&name))?;
+            crate::state_file::write(&dir.join(&name), &jpeg)?;
             for old in pictures_on_disk(&dir)
                 .into_iter()
                 .rev()

@@ -30,5 +30,6 @@ pub mod logging;
 pub mod mqtt;
 pub mod secret;
 pub mod settings;
+pub mod state_file;
 pub mod supervisor;
 pub mod web;

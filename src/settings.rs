@@ -85,17 +85,7 @@ impl Settings {
     /// removed cameras and those whose option has changed since they were set.
     pub fn load(config: &Config, data_dir: &Path) -> Self {
         let path = data_dir.join(SETTINGS_FILE);
-        let stored = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str::<Stored>(&text).unwrap_or_else(|e| {
-                tracing::warn!("ignoring {}: {e}", path.display());
-                Stored::default()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
-            Err(e) => {
-                tracing::warn!("cannot read {}: {e}", path.display());
-                Stored::default()
-            }
-        };
+        let stored: Stored = crate::state_file::load_json(&path);
         let settings = Self::with_stored(config, stored, Some(path));
         if let Err(e) = settings.save() {
             tracing::warn!("{e}");
@@ -221,17 +211,10 @@ impl Settings {
             let inner = self.inner.lock().unwrap();
             serde_json::to_string_pretty(&inner.stored).expect("settings serialize")
         };
-        let save_err = |source| SettingsError::Save {
+        crate::state_file::write(path, text).map_err(|source| SettingsError::Save {
             path: path.display().to_string(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(save_err)?;
-        }
-        // Write then rename, so a crash mid-write never leaves half a file.
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(save_err)?;
-        std::fs::rename(&tmp, path).map_err(save_err)
+        })
     }
 }
 

@@ -242,28 +242,18 @@ impl History {
 
     /// Loads `path`; a missing, unreadable or damaged file gives an empty history (logged).
     pub fn load(path: &Path, now: SystemTime, cameras: &[&str]) -> History {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::from_json(&text, now, cameras).unwrap_or_else(|e| {
-                tracing::warn!("ignoring the cry history in {}: {e}", path.display());
-                History::default()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => History::default(),
-            Err(e) => {
-                tracing::warn!("cannot read the cry history {}: {e}", path.display());
-                History::default()
-            }
-        }
+        let Some(text) = crate::state_file::read(path) else {
+            return History::default();
+        };
+        Self::from_json(&text, now, cameras).unwrap_or_else(|e| {
+            tracing::warn!("ignoring the cry history in {}: {e}", path.display());
+            History::default()
+        })
     }
 
-    /// Writes `json` (from [`History::to_json`]) to `path`: to a temporary file first, then
-    /// renamed over the old one, so a crash mid-write never leaves half a file.
+    /// Writes `json` (from [`History::to_json`]) to `path`, never leaving half a file.
     pub fn save(json: &str, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+        crate::state_file::write(path, json)
     }
 }
 

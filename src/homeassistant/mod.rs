@@ -374,28 +374,12 @@ async fn entity_of(socket: &mut CoreSocket, entry_id: &str) -> Result<Option<Str
 
 /// The records of the last run; none when missing or unreadable (then titles tell).
 pub fn load_records(data_dir: &Path) -> Records {
-    let path = data_dir.join(RECORDS_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
-            tracing::warn!("ignoring {}: {e}", path.display());
-            Records::new()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Records::new(),
-        Err(e) => {
-            tracing::warn!("cannot read {}: {e}", path.display());
-            Records::new()
-        }
-    }
+    crate::state_file::load_json(&data_dir.join(RECORDS_FILE))
 }
 
 fn save_records(data_dir: &Path, records: &Records) -> std::io::Result<()> {
-    let path = data_dir.join(RECORDS_FILE);
-    std::fs::create_dir_all(data_dir)?;
     let text = serde_json::to_string_pretty(records).map_err(std::io::Error::other)?;
-    // Write then rename, so a crash mid-write never leaves half a file.
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)
+    crate::state_file::write(&data_dir.join(RECORDS_FILE), text)
 }
 
 #[cfg(test)]

@@ -22,35 +22,16 @@ struct Announced {
 
 /// The cameras announced by the last run, or none if that is not known.
 pub fn load_announced(data_dir: &Path) -> Vec<String> {
-    let path = data_dir.join(ANNOUNCED_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str::<Announced>(&text) {
-            Ok(announced) => announced.cameras,
-            Err(e) => {
-                tracing::warn!("ignoring {}: {e}", path.display());
-                Vec::new()
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            tracing::warn!("cannot read {}: {e}", path.display());
-            Vec::new()
-        }
-    }
+    crate::state_file::load_json::<Announced>(&data_dir.join(ANNOUNCED_FILE)).cameras
 }
 
 /// Remembers the cameras announced now.
 pub fn save_announced(data_dir: &Path, cameras: &[String]) -> std::io::Result<()> {
-    let path = data_dir.join(ANNOUNCED_FILE);
-    std::fs::create_dir_all(data_dir)?;
     let text = serde_json::to_string_pretty(&Announced {
         cameras: cameras.to_vec(),
     })
     .map_err(std::io::Error::other)?;
-    // Write then rename, so a crash mid-write never leaves half a file.
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)
+    crate::state_file::write(&data_dir.join(ANNOUNCED_FILE), text)
 }
 
 /// For a retained discovery config read back from the broker that Vigil no longer announces:
