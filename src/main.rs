@@ -9,10 +9,24 @@ use tokio_util::sync::CancellationToken;
 use vigil::cli::{Cli, Command};
 use vigil::config::{Config, ConfigSource};
 
+/// Caps glibc's malloc at two arenas, before any thread starts. By default every thread that
+/// allocates may get an arena of its own (up to eight per core), and GStreamer starts and ends
+/// threads with every camera reconnect and viewer: the soak saw resident memory creep up by
+/// about 2 MiB per round of faults, nearly all of it in half-empty arenas.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable of the allocator; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// How long a stop may take before the process exits anyway (the Supervisor kills at 10 s).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(ConfigSource::discover(config.as_deref())),

@@ -206,3 +206,63 @@ fn the_demo_camera_is_restreamed() {
     );
     let _ = producer(ports.web, "demo");
 }
+
+/// The status line of a bare DESCRIBE of `url` (with `login` as HTTP Basic, if any).
+fn describe_status(port: u16, url: &str, login: Option<&str>) -> String {
+    use base64::Engine;
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let authorization = login.map_or(String::new(), |login| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(login)
+        )
+    });
+    write!(
+        stream,
+        "DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n{authorization}\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// A player that asks for a camera Vigil has not heard from yet (down since Vigil started) is
+/// told to come back later (503), not that its request is wrong; once the camera is up it plays.
+/// A stranger still gets 401 first, and a wrong path 404.
+#[test]
+fn a_camera_not_seen_yet_is_unavailable_then_plays() {
+    let port = common::free_port();
+    let ports = Ports::free();
+    let url = format!("rtsp://127.0.0.1:{port}/stream");
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "rtsp_username: family\nrtsp_password: Rest3eam\n{}",
+        cameras_yaml(&[("nursery", &url)])
+    )));
+    vigil.wait_for_log("restream listening", Duration::from_secs(20));
+    let login = Some("family:Rest3eam");
+    let nursery = ports.restream("nursery");
+    assert_eq!(
+        describe_status(ports.rtsp, &nursery, login),
+        "RTSP/1.0 503 Service Unavailable"
+    );
+    assert_eq!(
+        describe_status(ports.rtsp, &nursery, None),
+        "RTSP/1.0 401 Unauthorized"
+    );
+    assert_eq!(
+        describe_status(ports.rtsp, &ports.restream("attic"), login),
+        "RTSP/1.0 404 Not Found"
+    );
+
+    let _camera = FakeCamera::start_on(port, &[]);
+    vigil.wait_for_log("camera online", Duration::from_secs(20));
+    assert_eq!(
+        describe_status(ports.rtsp, &nursery, login),
+        "RTSP/1.0 200 OK"
+    );
+}

@@ -60,6 +60,12 @@ fn basic_matches(headers: &HeaderMap, credentials: &Credentials) -> bool {
     else {
         return false;
     };
+    basic_credentials_match(encoded, credentials)
+}
+
+/// True when `encoded` (the base64 part of an HTTP Basic `Authorization` header, as RTSP sends
+/// it too) is `credentials`.
+pub fn basic_credentials_match(encoded: &str, credentials: &Credentials) -> bool {
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };

@@ -33,7 +33,7 @@ use crate::live::{Live, LiveError};
 use crate::mqtt::MqttStatus;
 use crate::settings::Settings;
 
-pub use auth::ApiAuth;
+pub use auth::{ApiAuth, basic_credentials_match};
 pub use listen::{api_peers, bind_api, bind_lan};
 pub use names::StreamNames;
 

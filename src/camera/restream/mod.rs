@@ -60,6 +60,14 @@ impl Restream {
         let mounts = server
             .mount_points()
             .context("RTSP server without mount points")?;
+        let served: Vec<CameraHandle> = cameras.streams().cloned().collect();
+        let login = auth.cloned();
+        server.connect_client_connected(move |_, client| {
+            let (served, login) = (served.clone(), login.clone());
+            client.connect_pre_describe_request(move |_, ctx| {
+                describe_status(&served, login.as_ref(), ctx)
+            });
+        });
         for camera in cameras.streams() {
             let factory = factory::CameraFactory::new(factory::FactoryContext {
                 camera: camera.clone(),
@@ -135,6 +143,50 @@ impl Restream {
 impl Drop for Restream {
     fn drop(&mut self) {
         self.shut_down();
+    }
+}
+
+/// The answer to a DESCRIBE before the server looks for the stream: `503 Service Unavailable`
+/// for a camera that has not sent anything since Vigil started (there is nothing to describe
+/// yet; gst-rtsp-server itself would say `400 Bad Request`), so that a player can tell "try again
+/// later" from a mistake. Everything else is left to the server (a wrong path is its `404`),
+/// and so is a request without the restream's login (this runs before the server's own check,
+/// and a stranger must learn nothing but `401`).
+fn describe_status(
+    served: &[CameraHandle],
+    login: Option<&Credentials>,
+    ctx: &gst_rtsp_server::RTSPContext,
+) -> gst_rtsp::RTSPStatusCode {
+    if let Some(login) = login {
+        let logged_in = ctx.request().is_some_and(|request| {
+            request.parse_auth_credentials().iter().any(|credential| {
+                credential.scheme() == gst_rtsp::RTSPAuthMethod::Basic
+                    && credential
+                        .authorization()
+                        .is_some_and(|encoded| crate::web::basic_credentials_match(encoded, login))
+            })
+        });
+        if !logged_in {
+            return gst_rtsp::RTSPStatusCode::Ok;
+        }
+    }
+    let path = ctx
+        .uri()
+        .map(|uri| uri.decode_path_components().join("/"))
+        .unwrap_or_default();
+    let waiting = served
+        .iter()
+        .find(|camera| mount_path(camera) == path)
+        .filter(|camera| camera.stream_info().is_none());
+    match waiting {
+        Some(camera) => {
+            tracing::debug!(
+                camera = camera.name(),
+                "a player asked before the camera sent anything"
+            );
+            gst_rtsp::RTSPStatusCode::ServiceUnavailable
+        }
+        None => gst_rtsp::RTSPStatusCode::Ok,
     }
 }
 
