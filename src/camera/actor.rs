@@ -96,7 +96,9 @@ impl CameraActor {
                             &shutdown,
                         )
                         .await;
+                    let stopping = Instant::now();
                     ingest.stop().await;
+                    tracing::debug!(camera = %self.name, "session stopped in {:.0?}", stopping.elapsed());
                     match outcome {
                         Some(failure) => failure,
                         None => return,
@@ -203,6 +205,12 @@ impl CameraActor {
                     }
                     if !online && received.video_frames > 0 {
                         online = true;
+                        tracing::debug!(
+                            camera = %self.name,
+                            "streaming {:.0?} after the attempt began (video ready but audio not yet at {:.0?})",
+                            now - started,
+                            video_negotiated_at.map(|at| at - started),
+                        );
                         if ingest.negotiated().1 {
                             *audio_retried = false;
                         }

@@ -174,6 +174,7 @@ impl Soak {
         let (bad, good) = (self.cameras[faulty].name, self.cameras[healthy].name);
         let web = self.ports.web;
         let round_start = Instant::now();
+        let (log_from, failures_before) = (self.vigil.output().len(), self.record.failures.len());
         let mse_before = self.mse[healthy].bytes();
         self.record
             .log(&format!("round {number}: {bad} faults, {good} plays"));
@@ -333,6 +334,14 @@ impl Soak {
         ));
         if self.vigil.output().contains("panicked") {
             self.record.fail("Vigil panicked (see its log)".into());
+        }
+        // A long run's failures are read in its report as they happen: with Vigil's side.
+        if self.record.failures.len() > failures_before {
+            let output = self.vigil.output();
+            self.record.log(&format!(
+                "Vigil's log over round {number}:\n{}",
+                output.get(log_from..).unwrap_or_default()
+            ));
         }
     }
 
