@@ -5,8 +5,8 @@
 //! failures the delay grows to [`MAX_DELAY`]. A failure that retrying soon cannot fix (a wrong
 //! password, a wrong path) starts slow, unless the camera has streamed before: then a 404 or a
 //! garbled answer is a camera still booting (its RTSP server up before its encoder), retried
-//! fast too. A wrong password always starts slow: cameras lock out a client that keeps trying. Every delay has jitter, so cameras behind one switch do
-//! not retry in lockstep. A session counts as healthy (and so ends an outage) only after it ran
+//! fast too. A wrong password always starts slow: cameras lock out a client that keeps trying.
+//! Every delay has jitter, so cameras behind one switch do not retry in lockstep. A session counts as healthy (and so ends an outage) only after it ran
 //! [`HEALTHY_AFTER`]: a camera that accepts and drops at once keeps backing off.
 
 use std::time::{Duration, Instant};
