@@ -12,8 +12,10 @@ use anyhow::{Context, anyhow};
 use gst::prelude::*;
 
 use super::AudioStatus;
+use super::access_units::AccessUnits;
 use super::describe::audio_status;
 use super::hub::{Hub, Track};
+use super::nal::Codec;
 use super::pcm::{self, PcmOutput};
 use super::sink::{Received, Session};
 use super::unify;
@@ -247,26 +249,30 @@ struct Chain {
     elements: &'static [&'static str],
     /// For video: the byte-stream caps the hub's contract asks for.
     video_caps: Option<&'static str>,
+    /// For video: the codec, whose access units are joined before the parser.
+    codec: Option<Codec>,
     /// The decoder for the detector's copy (audio only).
     decoder: Option<&'static str>,
 }
 
 fn chain_for(encoding: &str) -> Option<Chain> {
-    let video = |elements, caps| Chain {
+    let video = |elements, caps, codec| Chain {
         track: Track::Video,
         elements,
         video_caps: Some(caps),
+        codec: Some(codec),
         decoder: None,
     };
     let audio = |elements, decoder| Chain {
         track: Track::Audio,
         elements,
         video_caps: None,
+        codec: None,
         decoder: Some(decoder),
     };
     Some(match encoding {
-        "H264" => video(&["rtph264depay", "h264parse"], "video/x-h264"),
-        "H265" => video(&["rtph265depay", "h265parse"], "video/x-h265"),
+        "H264" => video(&["rtph264depay", "h264parse"], "video/x-h264", Codec::H264),
+        "H265" => video(&["rtph265depay", "h265parse"], "video/x-h265", Codec::H265),
         "MPEG4-GENERIC" => audio(&["rtpmp4gdepay", "aacparse"], "avdec_aac"),
         "MP4A-LATM" => audio(&["rtpmp4adepay", "aacparse"], "avdec_aac"),
         "PCMA" => audio(&["rtppcmadepay"], "alawdec"),
@@ -315,6 +321,13 @@ fn link_track(setup: &TrackSetup, pad: &gst::Pad, pcm: PcmOutput) -> anyhow::Res
         |factory: &str, name: &str| super::make_element(factory, format!("{camera}-{role}-{name}"));
     let mut elements = Vec::new();
     for factory in chain.elements {
+        if factory.ends_with("parse")
+            && let Some(codec) = chain.codec
+        {
+            // Whole access units into the parser, however the camera cut them (see nal.rs).
+            let name = format!("{camera}-{role}-access-units");
+            elements.push(AccessUnits::new(&name, codec).upcast());
+        }
         let element = make(factory, factory)?;
         if chain.track == Track::Video && factory.ends_with("parse") {
             // SPS/PPS (and VPS) in front of every keyframe: each one decodes on its own.

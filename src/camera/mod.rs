@@ -10,6 +10,7 @@
 //! second actor and hub for its sub stream (`<camera>_sub`), pulled once like the main one;
 //! [`Cameras`] finds either by name.
 
+pub mod access_units;
 pub mod actor;
 pub mod backoff;
 pub mod demo;
@@ -17,6 +18,7 @@ pub mod describe;
 pub mod failure;
 pub mod hub;
 pub mod ingest;
+pub mod nal;
 pub mod pcm;
 pub mod restream;
 pub mod sink;

@@ -53,6 +53,10 @@ pub struct Args {
     /// Frames from one keyframe to the next.
     #[arg(long, default_value_t = 30)]
     gop: u32,
+    /// Slices per frame: many cameras cut each frame into several (one NAL unit each) at high
+    /// resolutions; a viewer must put them back together into one picture.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    slices: u32,
     /// The test pattern (videotestsrc's `pattern`): snow makes the encoder spend the bitrate.
     #[arg(long, default_value = "snow")]
     pattern: String,
@@ -174,17 +178,16 @@ fn main() -> anyhow::Result<()> {
 fn launch_description(args: &Args) -> String {
     let encode = match args.video {
         VideoCodec::H264 => format!(
-            // One slice per frame, as most cameras send (x264's low-latency threading would
-            // cut each frame into a slice per thread).
+            // `--slices` slices per frame, however many threads x264 has.
             "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 bitrate={} \
-             key-int-max={} threads=1 sliced-threads=false \
+             key-int-max={} threads=1 sliced-threads=false option-string=slices={} \
              ! rtph264pay name=pay0 pt=96 config-interval=-1",
-            args.bitrate, args.gop
+            args.bitrate, args.gop, args.slices
         ),
         VideoCodec::H265 => format!(
             "x265enc tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={} \
-             ! rtph265pay name=pay0 pt=96 config-interval=-1",
-            args.bitrate, args.gop
+             option-string=slices={} ! rtph265pay name=pay0 pt=96 config-interval=-1",
+            args.bitrate, args.gop, args.slices
         ),
     };
     let audio = args.audio.encode_and_pay().map_or(String::new(), |pay| {
