@@ -63,7 +63,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut handles = Vec::new();
     let mut cry_readings = Vec::new();
     for camera in config.cameras_to_run() {
-        if let CameraSource::Rtsp(url) = &camera.source {
+        if let CameraSource::Url(url) = &camera.source {
             match &camera.sub_source {
                 Some(sub_url) => {
                     tracing::info!(camera = %camera.name, %url, %sub_url, "camera configured")

@@ -50,11 +50,10 @@ impl serde::Serialize for Secret {
     }
 }
 
-/// Query keys whose values are credentials on some cameras (Reolink, Dahua and others put them
-/// in the query string).
-const SECRET_QUERY_KEYS: &[&str] = &[
-    "password",
-    "passwd",
+/// Words that make a query key a credential: Reolink (`user=`, `password=`), Dahua and others
+/// put the login in the query string, and tokens or API keys travel there too. A key is secret
+/// when it contains one of these (`password`, `Pwd`, `access_token`, `api_key`, `username`).
+const SECRET_QUERY_WORDS: &[&str] = &[
     "pass",
     "pwd",
     "token",
@@ -62,15 +61,21 @@ const SECRET_QUERY_KEYS: &[&str] = &[
     "key",
     "auth",
     "signature",
+    "user",
+    "login",
 ];
 
-fn is_secret_query_key(key: &str) -> bool {
+/// Whether the value of the query key `key` is a credential (the user name too: in a query it
+/// is half of the login, and it is not needed to find a mistake in the URL).
+pub fn is_secret_query_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    SECRET_QUERY_KEYS.iter().any(|k| key == *k)
+    matches!(key.as_str(), "u" | "p" | "usr" | "uid")
+        || SECRET_QUERY_WORDS.iter().any(|word| key.contains(word))
 }
 
-/// A URL fit for a log line: the password in the user info and credential-like query values are
-/// replaced by [`MASK`]; the user name, host, port and path stay, since they help find a mistake.
+/// A URL fit for a log line: the password in the user info and credential-like query values
+/// (see [`is_secret_query_key`]) are replaced by [`MASK`]; the user name in the user info, the
+/// host, port, path and other query values stay, since they help find a mistake.
 ///
 /// Text that does not parse as a URL is returned with anything between `://` and the last `@`
 /// before the host masked, so a malformed URL with a password is still safe to print.
@@ -101,11 +106,13 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
-/// Masks `user:password@` in text that is not a well-formed URL.
+/// Masks `user:password@` and credential-like query values in text that is not a well-formed
+/// URL.
 fn redact_userinfo_text(raw: &str) -> String {
     let Some(scheme_end) = raw.find("://") else {
         return raw.to_string();
     };
+    let raw = &redact_query_text(raw);
     let rest = &raw[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -123,6 +130,23 @@ fn redact_userinfo_text(raw: &str) -> String {
         }
         None => raw.to_string(),
     }
+}
+
+/// Masks the values of credential-like keys in the query part (after the first `?`) of text
+/// that is not a well-formed URL, keeping everything else as it was.
+fn redact_query_text(raw: &str) -> String {
+    let Some(question) = raw.find('?') else {
+        return raw.to_string();
+    };
+    let (head, query) = raw.split_at(question + 1);
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_query_key(key) => format!("{key}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}{}", pairs.join("&"))
 }
 
 /// Removes known secrets from free text: error messages from GStreamer or a broker may quote the
@@ -252,7 +276,7 @@ mod tests {
         check("rtsp://admin@cam/s", "rtsp://admin@cam/s");
         check(
             "rtsp://cam/h264Preview_01_main?user=admin&password=s3cret",
-            "rtsp://cam/h264Preview_01_main?user=admin&password=***",
+            "rtsp://cam/h264Preview_01_main?user=***&password=***",
         );
         check("rtsps://u:p%40ss@cam:322/x", "rtsps://u:***@cam:322/x");
     }
@@ -261,6 +285,55 @@ mod tests {
     fn malformed_urls_are_still_masked() {
         check("rtsp://admin:pa ss@[bad/x", "rtsp://admin:***@[bad/x");
         check("not a url", "not a url");
+        check(
+            "http://[bad/flv?app=bcs&user=admin&password=s3cret",
+            "http://[bad/flv?app=bcs&user=***&password=***",
+        );
+        check(
+            "location=http://cam/flv?user=admin&password=s3cret",
+            "location=http://cam/flv?user=***&password=***",
+        );
+    }
+
+    /// Reolink's HTTP-FLV and RTMP URLs carry the login in the query string.
+    #[test]
+    fn query_credentials_are_masked() {
+        check(
+            "http://192.168.1.30/flv?port=1935&app=bcs&stream=channel0_main.bcs&user=admin&password=s3cret",
+            "http://192.168.1.30/flv?port=1935&app=bcs&stream=channel0_main.bcs&user=***&password=***",
+        );
+        check(
+            "rtmp://192.168.1.30/bcs/channel0_main.bcs?channel=0&stream=0&user=admin&password=s3cret",
+            "rtmp://192.168.1.30/bcs/channel0_main.bcs?channel=0&stream=0&user=***&password=***",
+        );
+        check(
+            "https://cam/x?Username=a&PWD=b&access_token=c&api_key=d&passwd=e&keep=f",
+            "https://cam/x?Username=***&PWD=***&access_token=***&api_key=***&passwd=***&keep=f",
+        );
+        for key in [
+            "user", "username", "password", "pass", "pwd", "token", "key", "apikey",
+        ] {
+            assert!(is_secret_query_key(key), "{key}");
+        }
+        for key in ["port", "app", "stream", "channel", "subtype", "resolution"] {
+            assert!(!is_secret_query_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn redactor_masks_query_credentials_in_free_text() {
+        let mut r = Redactor::new();
+        r.add_url("http://cam:8080/flv?app=bcs&stream=channel0_main.bcs&user=camuser&password=p%26ss%3Dw0rd");
+        let text = "Unauthorized: GET /flv?app=bcs&user=camuser&password=p%26ss%3Dw0rd failed; \
+                    could not read 'http://cam:8080/flv?app=bcs&user=camuser&password=p%26ss%3Dw0rd', \
+                    password p&ss=w0rd";
+        let out = r.redact(text);
+        assert!(!out.contains("w0rd"), "{out}");
+        assert!(!out.contains("camuser"), "{out}");
+        assert!(
+            out.contains("'http://cam:8080/flv?app=bcs&user=***&password=***'"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -95,11 +95,27 @@ fn names_that_cannot_be_a_path_or_an_entity_id() {
 }
 
 #[test]
-fn urls_that_are_not_rtsp() {
+fn urls_vigil_does_not_take() {
+    let allowed = [
+        "rtsp://", "rtsps://", "http://", "https://", "rtmp://", "rtmps://",
+    ];
     rejects(
-        "cameras: [{name: crib, url: 'http://admin:pw9@cam/x'}]",
+        "cameras: [{name: crib, url: 'ftp://admin:pw9@cam/x'}]",
         "cameras[0].url",
-        &["http://admin:***@cam/x", "rtsp://", "rtsps://"],
+        &[
+            &["camera 'crib'", "ftp://admin:***@cam/x", "does not take"],
+            &allowed[..],
+        ]
+        .concat(),
+    );
+    rejects(
+        "cameras: [{name: crib, url: 'rtsp://c/x', sub_url: 'udp://cam/x?user=admin&password=pw9'}]",
+        "cameras[0].sub_url",
+        &[
+            &["camera 'crib'", "udp://cam/x?user=***&password=***"],
+            &allowed[..],
+        ]
+        .concat(),
     );
     rejects(
         "cameras: [{name: crib, url: 'cam.local'}]",
@@ -111,8 +127,33 @@ fn urls_that_are_not_rtsp() {
         "cameras[0].url",
         &["needs a url"],
     );
-    let (_, _, err) = check_config("o.yaml", "cameras: [{name: crib, url: 'http://u:pw9@c/x'}]");
+    let (_, _, err) = check_config("o.yaml", "cameras: [{name: crib, url: 'ftp://u:pw9@c/x'}]");
     assert!(!err.contains("pw9"), "password in error: {err}");
+}
+
+/// Reolink's own streams are taken, and printed without the login in their query string.
+#[test]
+fn flv_and_rtmp_urls_are_taken_and_printed_redacted() {
+    let (code, out, err) = check_config(
+        "options.yaml",
+        "cameras:\n  - name: porch\n    \
+         url: http://192.168.1.30/flv?port=1935&app=bcs&stream=channel0_main.bcs&user=admin&password=Flv9secret\n    \
+         sub_url: rtmp://192.168.1.30/bcs/channel0_sub.bcs?channel=0&stream=1&user=admin&password=Flv9secret\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("name: porch"), "{out}");
+    assert!(
+        out.contains("channel0_main.bcs&user=***&password=***"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rtmp://192.168.1.30/bcs/channel0_sub.bcs"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Flv9secret") && !err.contains("Flv9secret"),
+        "{out}{err}"
+    );
 }
 
 #[test]

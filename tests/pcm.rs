@@ -65,7 +65,7 @@ fn the_detector_hears_the_camera_at_16_khz_across_a_reconnect() {
     let stop = CancellationToken::new();
     let config = CameraConfig {
         name: "nursery".into(),
-        source: CameraSource::Rtsp(CameraUrl::new(camera.url())),
+        source: CameraSource::Url(CameraUrl::new(camera.url())),
         sub_source: None,
         detection: true,
     };

@@ -290,7 +290,7 @@ pub fn spawn(
             });
             return SpawnedCamera { handle, pcm };
         }
-        CameraSource::Rtsp(url) => spawn_rtsp(
+        CameraSource::Url(url) => spawn_rtsp(
             &camera.name,
             url,
             options,

@@ -263,8 +263,8 @@ pub fn sub_stream_name(camera: &str) -> String {
 /// Where a camera's stream comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CameraSource {
-    /// A real camera's RTSP URL.
-    Rtsp(CameraUrl),
+    /// A real camera's URL: RTSP, HTTP-FLV or RTMP (see [`StreamProtocol`]).
+    Url(CameraUrl),
     /// The built-in test pattern, when no camera is configured.
     Demo,
 }
@@ -272,7 +272,7 @@ pub enum CameraSource {
 impl fmt::Display for CameraSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CameraSource::Rtsp(url) => url.fmt(f),
+            CameraSource::Url(url) => url.fmt(f),
             CameraSource::Demo => f.write_str("built-in demo"),
         }
     }
@@ -284,13 +284,57 @@ impl serde::Serialize for CameraSource {
     }
 }
 
-/// A camera's RTSP URL, which may carry its password. Prints redacted.
+/// How Vigil pulls a camera's stream, chosen by its URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamProtocol {
+    /// `rtsp://`, `rtsps://`: RTSP over TCP, the camera's tracks as RTP.
+    Rtsp,
+    /// `http://`, `https://`: an FLV stream over HTTP (Reolink's `/flv?…`).
+    HttpFlv,
+    /// `rtmp://`, `rtmps://`: FLV over RTMP (Reolink's `rtmp://IP/bcs/…`).
+    Rtmp,
+}
+
+/// The schemes a camera's `url` and `sub_url` may have, as shown in errors.
+pub const CAMERA_URL_SCHEMES: &str =
+    "rtsp://, rtsps://, http:// or https:// (FLV), rtmp:// or rtmps://";
+
+impl StreamProtocol {
+    /// The protocol for a URL scheme (lowercase), if Vigil takes it.
+    pub fn of_scheme(scheme: &str) -> Option<Self> {
+        Some(match scheme {
+            "rtsp" | "rtsps" => StreamProtocol::Rtsp,
+            "http" | "https" => StreamProtocol::HttpFlv,
+            "rtmp" | "rtmps" => StreamProtocol::Rtmp,
+            _ => return None,
+        })
+    }
+
+    /// Its name for people: `RTSP`, `HTTP-FLV`, `RTMP`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamProtocol::Rtsp => "RTSP",
+            StreamProtocol::HttpFlv => "HTTP-FLV",
+            StreamProtocol::Rtmp => "RTMP",
+        }
+    }
+}
+
+/// A camera's URL (RTSP, HTTP-FLV or RTMP), which may carry its password, in the user info or in
+/// the query string. Prints redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CameraUrl(Secret);
 
 impl CameraUrl {
     pub fn new(url: impl Into<String>) -> Self {
         Self(Secret::new(url))
+    }
+
+    /// How the stream is pulled (validated URLs have one of [`CAMERA_URL_SCHEMES`]; anything
+    /// else is tried as RTSP and fails there with its own error).
+    pub fn protocol(&self) -> StreamProtocol {
+        let scheme = self.0.expose().split("://").next().unwrap_or_default();
+        StreamProtocol::of_scheme(&scheme.to_ascii_lowercase()).unwrap_or(StreamProtocol::Rtsp)
     }
 
     /// The URL with its credentials, for the camera's ingest only.

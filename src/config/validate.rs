@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use super::raw::{self, RawOptions};
 use super::{
-    CameraConfig, CameraSource, CameraUrl, Config, ConfigError, Credentials, INGRESS_GATEWAY,
-    IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem, SUB_STREAM_SUFFIX,
+    CAMERA_URL_SCHEMES, CameraConfig, CameraSource, CameraUrl, Config, ConfigError, Credentials,
+    INGRESS_GATEWAY, IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem, SUB_STREAM_SUFFIX,
+    StreamProtocol,
 };
 use crate::secret::{Secret, redact_url};
 
@@ -256,14 +257,19 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
                 ),
             );
         }
-        if let Err(message) = check_rtsp_url(&camera.url) {
-            push(key("url"), message);
+        // The camera's name is in the message too: `cameras[3]` alone is hard to find in a list.
+        let named = |message: String| match camera.name.is_empty() {
+            true => message,
+            false => format!("camera '{}': {message}", camera.name),
+        };
+        if let Err(message) = check_camera_url(&camera.url) {
+            push(key("url"), named(message));
         }
         // An empty `sub_url` (the options form's cleared field) means no sub stream.
         let sub_url = camera.sub_url.filter(|url| !url.trim().is_empty());
         if let Some(sub_url) = &sub_url {
-            if let Err(message) = check_rtsp_url(sub_url) {
-                push(key("sub_url"), message);
+            if let Err(message) = check_camera_url(sub_url) {
+                push(key("sub_url"), named(message));
             } else if sub_url == &camera.url {
                 push(
                     key("sub_url"),
@@ -278,7 +284,7 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         }
         cameras.push(CameraConfig {
             name: camera.name,
-            source: CameraSource::Rtsp(CameraUrl::new(camera.url)),
+            source: CameraSource::Url(CameraUrl::new(camera.url)),
             sub_source: sub_url.map(CameraUrl::new),
             detection: camera.detection,
         });
@@ -512,9 +518,12 @@ fn slugify(name: &str) -> String {
         .collect()
 }
 
-/// A camera URL must be `rtsp://` or `rtsps://` with a host. Messages show it redacted.
-pub fn check_rtsp_url(url: &str) -> Result<(), String> {
-    const ALLOWED: &str = "use rtsp://[user:password@]host[:port]/path (or rtsps:// for TLS)";
+/// A camera URL must have a scheme Vigil pulls ([`CAMERA_URL_SCHEMES`]) and a host. Messages
+/// show it redacted.
+pub fn check_camera_url(url: &str) -> Result<(), String> {
+    const ALLOWED: &str = "use rtsp://[user:password@]host[:port]/path (rtsps:// for TLS), \
+                           or a camera's FLV stream over http(s):// or rtmp(s):// \
+                           (Reolink: http://host/flv?port=1935&app=bcs&stream=channel0_main.bcs&user=U&password=P)";
     if url.trim().is_empty() {
         return Err(format!("a camera needs a url; {ALLOWED}"));
     }
@@ -523,9 +532,10 @@ pub fn check_rtsp_url(url: &str) -> Result<(), String> {
         Ok(parsed) => parsed,
         Err(e) => return Err(format!("'{shown}' is not a valid URL ({e}); {ALLOWED}")),
     };
-    if !matches!(parsed.scheme(), "rtsp" | "rtsps") {
+    if StreamProtocol::of_scheme(parsed.scheme()).is_none() {
         return Err(format!(
-            "'{shown}' is a {}:// URL, not an RTSP one; {ALLOWED}",
+            "'{shown}' is a {}:// URL, which Vigil does not take; the schemes allowed are \
+             {CAMERA_URL_SCHEMES}",
             parsed.scheme()
         ));
     }
@@ -777,9 +787,9 @@ mod tests {
         assert!(config.cameras[1].sub_source.is_none(), "empty = none");
         assert!(!config.to_redacted_yaml().contains("u:p@"));
         check(
-            "cameras: [{name: a, url: 'rtsp://c/x', sub_url: 'http://admin:pw123@c/y'}]",
+            "cameras: [{name: a, url: 'rtsp://c/x', sub_url: 'ftp://admin:pw123@c/y'}]",
             "cameras[0].sub_url",
-            &["http://", "rtsp://"],
+            &["ftp://", "rtsp://", "http://", "rtmp://"],
         );
         check(
             "cameras: [{name: a, url: 'rtsp://c/x', sub_url: 'rtsp://c/x'}]",
@@ -808,14 +818,52 @@ mod tests {
     #[test]
     fn camera_urls() {
         check(
-            "cameras: [{name: a, url: 'http://admin:pw123@cam/x'}]",
+            "cameras: [{name: a, url: 'udp://admin:pw123@cam/x'}]",
             "cameras[0].url",
-            &["http://", "rtsp://"],
+            &[
+                "udp://",
+                "does not take",
+                "rtsp://",
+                "rtsps://",
+                "http://",
+                "https://",
+                "rtmp://",
+            ],
         );
+        check(
+            "cameras: [{name: a, url: 'onvif://cam/x?user=admin&password=pw123'}]",
+            "cameras[0].url",
+            &["onvif://", "user=***&password=***"],
+        );
+        for bad in [
+            "udp://admin:pw123@cam/x",
+            "onvif://cam/x?user=admin&password=pw123",
+        ] {
+            let text = problems(&format!("cameras: [{{name: a, url: '{bad}'}}]")).concat();
+            assert!(!text.contains("pw123"), "{text}");
+        }
+        // Reolink's own streams: HTTP-FLV and RTMP, login in the query.
+        let config = Config::from_yaml(
+            "cameras: [{name: a, \
+               url: 'http://cam/flv?port=1935&app=bcs&stream=channel0_main.bcs&user=admin&password=pw123', \
+               sub_url: 'rtmp://cam/bcs/channel0_sub.bcs?channel=0&stream=1&user=admin&password=pw123'}, \
+             {name: b, url: 'https://cam/flv?x=1'}, {name: c, url: 'rtmps://cam/bcs/x'}]",
+            Mode::Standalone,
+        )
+        .unwrap();
+        let camera = &config.cameras[0];
+        let CameraSource::Url(url) = &camera.source else {
+            panic!("not a url")
+        };
+        assert_eq!(url.protocol(), StreamProtocol::HttpFlv);
+        assert_eq!(
+            camera.sub_source.as_ref().map(|u| u.protocol()),
+            Some(StreamProtocol::Rtmp)
+        );
+        let yaml = config.to_redacted_yaml();
         assert!(
-            !problems("cameras: [{name: a, url: 'http://admin:pw123@cam/x'}]")
-                .concat()
-                .contains("pw123")
+            !yaml.contains("pw123") && !yaml.contains("user=admin"),
+            "{yaml}"
         );
         check(
             "cameras: [{name: a, url: 'rtsp:///x'}]",

@@ -106,11 +106,11 @@ impl MqttSetup {
             .cameras_to_run()
             .into_iter()
             .map(|c| {
-                let model = match c.source {
-                    CameraSource::Demo => "Demo camera",
-                    CameraSource::Rtsp(_) => "RTSP camera",
+                let model = match &c.source {
+                    CameraSource::Demo => "Demo camera".to_string(),
+                    CameraSource::Url(url) => format!("{} camera", url.protocol().label()),
                 };
-                (c.name, model.to_string())
+                (c.name, model)
             })
             .collect();
         Self {
