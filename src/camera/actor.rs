@@ -1,4 +1,4 @@
-//! The camera actor: one tokio task per camera that owns its ingest, keeps it alive and reports
+//! The camera actor: one tokio task per camera (RTSP, HTTP-FLV or RTMP) that owns its ingest, keeps it alive and reports
 //! how it is doing.
 //!
 //! It connects, watches the bus and a stall watchdog, and after any failure waits as the
@@ -164,6 +164,9 @@ impl CameraActor {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let offer = ingest.offer();
+                    if let Some((kind, detail)) = &offer.refused {
+                        return Some(Failure::new(*kind, detail, &self.redactor));
+                    }
                     if offer.described && offer.video.is_none() {
                         let offered = if offer.ignored.is_empty() { "nothing".into() } else { offer.ignored.join(", ") };
                         return Some(Failure::new(FailureKind::NoVideo, format!("the camera offers {offered}"), &self.redactor));

@@ -5,8 +5,8 @@
 //! [`hub::Hub`] (GOP cache first, then live). Only this module sees a camera's credentials;
 //! everything it shows is redacted.
 //!
-//! [`spawn`] starts a camera: the demo source or an RTSP [`actor::CameraActor`] (ingest,
-//! backoff, watchdog), and the decoded audio for the detector. A camera with a `sub_url` has a
+//! [`spawn`] starts a camera: the demo source or a [`actor::CameraActor`] (ingest over RTSP,
+//! HTTP-FLV or RTMP, backoff, watchdog), and the decoded audio for the detector. A camera with a `sub_url` has a
 //! second actor and hub for its sub stream (`<camera>_sub`), pulled once like the main one;
 //! [`Cameras`] finds either by name.
 
@@ -16,12 +16,16 @@ pub mod backoff;
 pub mod demo;
 pub mod describe;
 pub mod failure;
+pub mod flv;
+pub mod flv_check;
 pub mod hub;
 pub mod ingest;
 pub mod nal;
 pub mod pcm;
 pub mod restream;
+pub mod rtsp;
 pub mod sink;
+pub mod tracks;
 pub mod unify;
 
 use std::collections::BTreeMap;
@@ -290,7 +294,7 @@ pub fn spawn(
             });
             return SpawnedCamera { handle, pcm };
         }
-        CameraSource::Url(url) => spawn_rtsp(
+        CameraSource::Url(url) => spawn_actor(
             &camera.name,
             url,
             options,
@@ -301,7 +305,7 @@ pub fn spawn(
     };
     if let Some(sub_url) = &camera.sub_source {
         // Its audio reaches the same detector, heard while the main stream sends none.
-        let sub = spawn_rtsp(
+        let sub = spawn_actor(
             &camera.sub_name(),
             sub_url,
             options,
@@ -322,8 +326,8 @@ fn new_stream(name: &str, source: &str) -> (Arc<Hub>, watch::Sender<CameraStatus
     (hub, status_tx, handle)
 }
 
-/// Starts the actor of one RTSP stream named `name`.
-fn spawn_rtsp(
+/// Starts the actor of one camera stream named `name`.
+fn spawn_actor(
     name: &str,
     url: &CameraUrl,
     options: IngestOptions,

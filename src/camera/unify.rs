@@ -29,9 +29,10 @@ pub fn aac_encoder(name: &str) -> Result<gst::Element, gst::glib::BoolError> {
     Ok(encoder)
 }
 
-/// True when a camera's audio (its RTP encoding name, upper case) must be transcoded to be AAC.
+/// True when a camera's audio (its RTP encoding name, upper case, or `AAC` from FLV) must be
+/// transcoded to be AAC.
 pub fn needs_transcoding(encoding: &str) -> bool {
-    !matches!(encoding, "MPEG4-GENERIC" | "MP4A-LATM")
+    !matches!(encoding, "MPEG4-GENERIC" | "MP4A-LATM" | "AAC")
 }
 
 /// The elements that turn a camera's decoded-by-`decoder` audio at `rate` Hz into AAC (mono),

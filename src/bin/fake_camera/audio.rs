@@ -67,10 +67,17 @@ fn unix_ms() -> u128 {
 
 /// Starts the thread that feeds the audio `appsrc` of `media` until the media goes away.
 pub fn start_feeding(media: &gst_rtsp_server::RTSPMedia, rate: u32, clips: Arc<ClipQueue>) {
-    let Some(src) = media
-        .element()
-        .downcast_ref::<gst::Bin>()
-        .and_then(|bin| bin.by_name(SOURCE_NAME))
+    match media.element().downcast_ref::<gst::Bin>() {
+        Some(bin) => feed(bin, rate, clips),
+        None => eprintln!("error: the media is not a bin"),
+    }
+}
+
+/// Starts the thread that feeds the audio `appsrc` named [`SOURCE_NAME`] in `bin` until the
+/// pipeline stops taking buffers.
+pub fn feed(bin: &gst::Bin, rate: u32, clips: Arc<ClipQueue>) {
+    let Some(src) = bin
+        .by_name(SOURCE_NAME)
         .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
     else {
         eprintln!("error: the media has no {SOURCE_NAME}");

@@ -12,10 +12,15 @@
 //!   and `clip-end <unix ms>` after its last. Errors are printed as `error: …`.
 //! - `quit`: exits. The end of stdin does not: the camera serves until killed.
 //!
+//! With `--serve flv-http` or `--serve rtmp` it serves Reolink's FLV streams instead (see [`flv`]
+//! and [`rtmp`]).
+//!
 //! This is a test tool: it never sees a real camera, and Vigil never links it.
 
 mod audio;
+mod flv;
 mod garbage;
+mod rtmp;
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -65,9 +70,24 @@ pub struct Args {
     username: Option<String>,
     #[arg(long, requires = "username")]
     password: Option<String>,
-    /// Answer every connection with random bytes instead of RTSP.
+    /// Answer every connection with random bytes instead of RTSP (with `--serve flv-http`:
+    /// `200 OK`, then random bytes).
     #[arg(long)]
     garbage: bool,
+    /// What to serve: RTSP, or Reolink's FLV streams over HTTP or RTMP (H.264 + AAC).
+    #[arg(long, value_enum, default_value_t = Serve::Rtsp)]
+    serve: Serve,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Serve {
+    Rtsp,
+    /// `http://<address>:<port><path>?port=1935&app=bcs&stream=channel0_main.bcs`, the login
+    /// in the query (`user=`, `password=`).
+    FlvHttp,
+    /// `rtmp://<address>:<port>/bcs/channel0_main.bcs?channel=0&stream=0`, the login in the
+    /// query.
+    Rtmp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,11 +132,28 @@ fn main() -> anyhow::Result<()> {
     if !args.path.starts_with('/') {
         bail!("--path must start with '/', such as /stream");
     }
-    if args.garbage {
+    if args.garbage && args.serve != Serve::FlvHttp {
         return garbage::serve(&args.address, args.port, &args.path);
     }
     gst::init().context("cannot initialise GStreamer")?;
     let clips = Arc::new(audio::ClipQueue::default());
+    if args.serve != Serve::Rtsp {
+        // The FLV servers run on their own threads; stdin's commands work the same.
+        let rate = args.audio.sample_rate();
+        let (serve, clips_for) = (args.serve, clips.clone());
+        std::thread::spawn(move || {
+            let served = match serve {
+                Serve::FlvHttp => flv::serve_http(args, clips_for),
+                _ => rtmp::serve(args, clips_for),
+            };
+            if let Err(e) = served {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        });
+        flv::read_commands(&clips, rate);
+        return Ok(());
+    }
 
     let server = gst_rtsp_server::RTSPServer::new();
     server.set_address(&args.address);
