@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
+use gst::prelude::*;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,7 @@ use super::hub::Hub;
 use super::ingest::{Ingest, IngestOptions};
 use super::pcm::PcmOutput;
 use super::{AudioStatus, CameraState, CameraStatus};
-use crate::config::CameraUrl;
+use crate::config::{CameraUrl, StreamProtocol};
 use crate::secret::Redactor;
 
 /// How often the actor looks at its ingest (watchdog, status).
@@ -158,7 +159,7 @@ impl CameraActor {
                         return Some(Failure::new(FailureKind::Ended, "the pipeline's bus closed", &self.redactor));
                     };
                     if let Some(failure) = self.failure_of(&message) {
-                        return Some(failure);
+                        return Some(self.silent_source_is_unreachable(failure, &message, ingest));
                     }
                 }
                 _ = tick.tick() => {
@@ -263,6 +264,32 @@ impl CameraActor {
             }
             _ => None,
         }
+    }
+
+    /// `souphttpsrc` (1.22) reports a refused or timed-out connection only as its streaming
+    /// thread's bare "Internal data stream error": from the source, before the stream's first
+    /// bytes, that is a camera that did not answer, not a bad stream.
+    fn silent_source_is_unreachable(
+        &self,
+        failure: Failure,
+        message: &gst::Message,
+        ingest: &Ingest,
+    ) -> Failure {
+        let from_source = message
+            .src()
+            .is_some_and(|src| src.name().ends_with("-source"));
+        if failure.kind == FailureKind::BadStream
+            && from_source
+            && self.url.protocol() == StreamProtocol::HttpFlv
+            && !ingest.offer().described
+        {
+            return Failure::new(
+                FailureKind::Unreachable,
+                format!("no answer ({})", failure.detail),
+                &self.redactor,
+            );
+        }
+        failure
     }
 
     /// Reports the camera online; returns true when its frame rate must be measured.

@@ -77,6 +77,12 @@ fn link_flv_pad(setup: &TrackSetup, pad: &gst::Pad, pcm: PcmOutput) -> anyhow::R
                 super::Track::Audio => &mut offer.audio,
             };
             *slot = Some(chain.encoding.clone());
+            // The header's flags may leave audio out (`rtmp2src` writes its own header, video
+            // only); the pad is what counts. It comes with the codec configuration, before the
+            // first frame, so no frame is announced without it.
+            setup
+                .session
+                .expect(offer.video.is_some(), offer.audio.is_some());
             drop(offer);
             tracks::link(setup, pad, chain, pcm)
         }
@@ -100,7 +106,8 @@ fn link_flv_pad(setup: &TrackSetup, pad: &gst::Pad, pcm: PcmOutput) -> anyhow::R
 }
 
 /// Looks at the stream's first bytes on the source's pad: the header says which tracks to wait
-/// for; garbage or an unsupported codec is refused (nothing more reaches `flvdemux`).
+/// for (until `flvdemux`'s pads say more); garbage or an unsupported codec is refused (nothing
+/// more reaches `flvdemux`).
 fn check_stream(
     source: &gst::Element,
     session: &Arc<Session>,

@@ -78,6 +78,13 @@ impl FakeCamera {
         format!("rtsp://{user}:{password}@127.0.0.1:{}/stream", self.port)
     }
 
+    /// The URL the camera printed once it served (`--serve flv-http` and `--serve rtmp`: with
+    /// the query string Reolink's have, without the login).
+    pub fn ready_url(&self) -> String {
+        let line = self.wait_for_line("ready ", Duration::from_secs(20));
+        line.trim_start_matches("ready ").trim().to_string()
+    }
+
     /// Kills the camera (as when it loses power): its connections drop at once.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -222,7 +222,9 @@ fn answer(mut stream: TcpStream, args: &Args, clips: Arc<ClipQueue>) -> anyhow::
     if args.garbage {
         loop {
             let noise: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
-            stream.write_all(&noise)?;
+            if stream.write_all(&noise).is_err() {
+                return Ok(()); // the client left
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
