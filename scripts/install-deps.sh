@@ -43,6 +43,8 @@ RUNTIME_PACKAGES=(
 TEST_PACKAGES=(
     mosquitto mosquitto-clients chromium ffmpeg shellcheck gstreamer1.0-tools
     iproute2 util-linux procps python3-venv nftables openssl
+    # tests/flv.rs fetches stream.mp4 and snapshots as bytes
+    curl
 )
 
 missing_packages() {

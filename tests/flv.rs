@@ -344,3 +344,62 @@ fn garbage_and_h265_over_flv_are_refused_with_words_and_retried_slowly() {
     assert_eq!(state(&ports, "porch"), "online");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// FLV carries one access unit per tag: a frame cut into 4 slices reaches the hub (and so every
+/// output) as one frame, not four. `stream.mp4` has a sample per hub frame: its video packets
+/// come at the camera's 15 fps, each decoding without error.
+#[test]
+fn a_frame_cut_into_slices_stays_one_frame_over_flv_and_rtmp() {
+    let cameras = [
+        ("porch", reolink("flv-http", &["--slices", "4"])),
+        ("garden", reolink("rtmp", &["--slices", "4"])),
+    ];
+    let urls: Vec<(&str, String)> = cameras
+        .iter()
+        .map(|(name, camera)| (*name, url_with(camera, PASSWORD)))
+        .collect();
+    let (vigil, ports) = start(&urls, "");
+    let _log = LogOnFailure(&vigil);
+    let dir = common::TempDir::new("slices");
+    for (name, _) in &cameras {
+        wait_until(&format!("{name} online"), Duration::from_secs(30), || {
+            state(&ports, name) == "online"
+        });
+        let mp4 = dir.path().join(format!("{name}.mp4"));
+        fetch(
+            &format!("http://127.0.0.1:{}/api/stream.mp4?src={name}", ports.api),
+            5,
+            &mp4,
+        );
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+            .args(["packet=pts_time", "-of", "csv=p=0"])
+            .arg(&mp4)
+            .output()
+            .expect("ffprobe");
+        let times: Vec<f64> = String::from_utf8_lossy(&probe.stdout)
+            .lines()
+            .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+            .collect();
+        assert!(times.len() > 20, "{name}: {} video packets", times.len());
+        let span = times.last().unwrap() - times.first().unwrap();
+        let rate = (times.len() - 1) as f64 / span;
+        assert!(
+            (10.0..=20.0).contains(&rate),
+            "{name}: {rate:.1} frames/s, not 15"
+        );
+        let decoded = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(&mp4)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("ffmpeg");
+        let errors = String::from_utf8_lossy(&decoded.stderr);
+        // The last fragment may be cut off by the fetch's end; nothing else may fail.
+        let bad: Vec<&str> = errors
+            .lines()
+            .filter(|l| !l.contains("Invalid data found") && !l.contains("truncat"))
+            .collect();
+        assert!(bad.is_empty(), "{name}: {errors}");
+    }
+}
