@@ -391,7 +391,7 @@ fn a_frame_cut_into_slices_stays_one_frame_over_flv_and_rtmp() {
         let decoded = Command::new("ffmpeg")
             .args(["-v", "error", "-i"])
             .arg(&mp4)
-            .args(["-f", "null", "-"])
+            .args(["-map", "0:v", "-f", "null", "-"])
             .output()
             .expect("ffmpeg");
         let errors = String::from_utf8_lossy(&decoded.stderr);

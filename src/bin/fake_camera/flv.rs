@@ -159,8 +159,10 @@ fn launch_description(args: &Args) -> String {
             args.audio.sample_rate()
         ),
     };
+    // The muxer waits up to 300 ms for a late track (an encoder slowed by a loaded machine)
+    // rather than going on without it.
     format!(
-        "flvmux name=mux streamable=true ! appsink name=out sync=false \
+        "flvmux name=mux streamable=true latency=300000000 ! appsink name=out sync=false \
          {video} ! x264enc tune=zerolatency speed-preset=ultrafast bframes=0 bitrate={} \
          key-int-max={} threads=1 sliced-threads=false option-string=slices={} ! h264parse \
          ! video/x-h264,stream-format=avc,alignment=au ! queue ! mux. {audio}",
