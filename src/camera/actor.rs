@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::describe::{audio_status, video_status};
 use super::failure::{Failure, FailureKind};
-use super::hub::Hub;
+use super::hub::{Hub, StreamInfo};
 use super::ingest::{Ingest, IngestOptions};
 use super::pcm::PcmOutput;
 use super::{AudioStatus, CameraState, CameraStatus};
@@ -150,6 +150,8 @@ impl CameraActor {
         let mut online = false;
         // Without a frame rate in the stream's headers, the status shows the measured one.
         let mut measure_fps = false;
+        // The formats the status shows, to follow a camera that changes its picture.
+        let mut shown: Option<Arc<StreamInfo>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -216,7 +218,11 @@ impl CameraActor {
                         }
                         backoff.on_online(now);
                         measure_fps = self.went_online(*ever_online, offer.transcoded_audio.clone());
+                        shown = self.hub.info();
                         *ever_online = true;
+                    }
+                    if online {
+                        self.follow_picture_change(&mut shown);
                     }
                     if now - meter.0 >= BITRATE_EVERY {
                         let seconds = (now - meter.0).as_secs_f64();
@@ -308,6 +314,38 @@ impl CameraActor {
             if reconnected { "back online" } else { "online" }
         );
         measure_fps
+    }
+
+    /// Keeps the status's video in step with a camera that changes its picture size or codec
+    /// while streaming (new parameter sets, same session).
+    fn follow_picture_change(&self, shown: &mut Option<Arc<StreamInfo>>) {
+        let info = self.hub.info();
+        if info.as_ref().map(Arc::as_ptr) == shown.as_ref().map(Arc::as_ptr) {
+            return;
+        }
+        let changed = |i: &Option<Arc<StreamInfo>>| i.as_ref().and_then(|i| i.video.clone());
+        let video_changed = changed(&info) != changed(shown);
+        *shown = info.clone();
+        let Some(mut video) = info
+            .as_ref()
+            .and_then(|i| i.video.as_ref())
+            .and_then(|c| video_status(c))
+            .filter(|_| video_changed)
+        else {
+            return;
+        };
+        tracing::info!(
+            camera = %self.name,
+            "the camera's picture changed: {} {}x{}",
+            video.codec, video.width, video.height
+        );
+        self.status.send_modify(|s| {
+            if video.fps == 0.0 {
+                // Measured, not in the stream's headers: keep the measurement.
+                video.fps = s.video.as_ref().map_or(0.0, |v| v.fps);
+            }
+            s.video = Some(video);
+        });
     }
 
     fn set_state(&self, state: CameraState) {

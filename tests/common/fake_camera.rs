@@ -1,6 +1,6 @@
 //! [`FakeCamera`]: the `vigil-fake-camera` binary as a test's camera: start on a free port, stop,
 //! restart on the same port, freeze (SIGSTOP: the socket stays open, nothing is sent), thaw,
-//! and play a WAV clip into its audio track.
+//! play a WAV clip into its audio track, and change its picture size while streaming.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -125,6 +125,15 @@ impl FakeCamera {
             .nth(1)
             .and_then(|ms| ms.parse().ok())
             .unwrap_or_else(|| panic!("bad clip-start line: {line}"))
+    }
+
+    /// Changes the picture size while streaming (new parameter sets and a keyframe follow).
+    pub fn resize(&mut self, width: u32, height: u32) {
+        let seen = self.output.0.lock().unwrap().len();
+        let stdin = self.stdin.as_mut().expect("the camera is stopped");
+        writeln!(stdin, "resize {width}x{height}").expect("cannot write to the camera");
+        stdin.flush().unwrap();
+        self.wait_for_line_after(seen, "resized ", Duration::from_secs(10));
     }
 
     /// Waits for a line starting with `prefix` (since the camera last started).

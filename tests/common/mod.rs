@@ -11,6 +11,7 @@ pub mod mosquitto;
 pub mod mqtt_probe;
 pub mod mqtt_run;
 pub mod netns;
+pub mod picture;
 pub mod rtsp_client;
 
 use std::io::{BufRead, BufReader};
