@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::fake_camera::FakeCamera;
@@ -34,7 +33,7 @@ fn a_cry_at_the_camera_turns_home_assistants_crying_sensor_on_and_off() {
     ha.wait_state("binary_sensor.nursery_online", "on", WAIT);
     ha.wait_state("binary_sensor.nursery_crying", "off", WAIT);
 
-    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio/cry_09_tired.wav");
+    let clip = common::fixtures::audio("cry_09_tired.wav");
     let played = Instant::now();
     camera.play(&clip);
     ha.wait_state("binary_sensor.nursery_crying", "on", WAIT);
