@@ -6,6 +6,7 @@ pub mod chromium;
 pub mod cry;
 pub mod fake_camera;
 pub mod fake_supervisor;
+pub mod fixtures;
 pub mod home_assistant;
 pub mod mosquitto;
 pub mod mqtt_probe;
