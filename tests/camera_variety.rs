@@ -540,3 +540,48 @@ fn a_resolution_change_while_streaming_reaches_every_output() {
     });
     failures.assert_none();
 }
+
+#[test]
+fn a_camera_whose_audio_stops_keeps_its_picture_on_every_output() {
+    let case = Case {
+        name: "muted",
+        args: &["--audio", "pcma"],
+        width: 640,
+        height: 360,
+        browser_codec: "avc1.640029",
+        audio: Some(("PCMA", 8000, 1)),
+    };
+    let mut camera = start_camera(&case);
+    let (_vigil, ports) = start_vigil(&[(&case, &camera)]);
+    let resident = RtspClient::start(&ports.restream(case.name), ClientOptions::default());
+    resident.wait("video", Duration::from_secs(10), |c| c.au_count() > 10);
+
+    // The camera's microphone goes off while its video goes on (an MP4 muxer waiting for the
+    // audio gave no picture at all).
+    camera.command("mute", "muted");
+    wait_until("the status without audio", Duration::from_secs(15), || {
+        producer(ports.web, case.name)["audio"].is_null()
+    });
+    let mut failures = Failures::default();
+    let silent = Case {
+        audio: None,
+        ..case
+    };
+    check_status(&mut failures, &ports, &silent);
+    check_players(&mut failures, &ports, &silent);
+    let before = resident.au_count();
+    std::thread::sleep(Duration::from_secs(1));
+    failures.check(resident.au_count() > before + 5, || {
+        "the resident RTSP player stopped getting video when the audio stopped".into()
+    });
+
+    camera.command("unmute", "unmuted");
+    wait_until(
+        "the status with audio again",
+        Duration::from_secs(15),
+        || producer(ports.web, case.name)["audio"]["codec"] == "PCMA",
+    );
+    check_status(&mut failures, &ports, &case);
+    check_players(&mut failures, &ports, &case);
+    failures.assert_none();
+}

@@ -43,7 +43,12 @@ impl Picture {
     /// The `frames`-th picture an RTSP player gets from `url` (over TCP).
     pub fn from_rtsp(url: &str, frames: usize) -> Result<Picture, String> {
         decode(
-            &format!("rtspsrc location={url} protocols=tcp latency=200 ! decodebin"),
+            // The video track only: the audio pad stays unlinked (rtspsrc goes on while one
+            // track is linked).
+            &format!(
+                "rtspsrc location={url} protocols=tcp latency=200 \
+                 ! application/x-rtp,media=video ! decodebin"
+            ),
             frames,
             Duration::from_secs(20),
         )

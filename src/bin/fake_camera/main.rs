@@ -14,6 +14,8 @@
 //!   and `clip-end <unix ms>` after its last. Errors are printed as `error: …`.
 //! - `resize WIDTHxHEIGHT`: changes the picture size while streaming (a keyframe with new
 //!   parameter sets follows); prints `resized WxH`.
+//! - `mute` / `unmute`: stops or restarts the audio track's packets while the video goes on
+//!   (prints `muted` / `unmuted`).
 //! - `quit`: exits. The end of stdin does not: the camera serves until killed.
 //!
 //! This is a test tool: it never sees a real camera, and Vigil never links it.
@@ -187,6 +189,9 @@ fn main() -> anyhow::Result<()> {
                     Ok(samples) => clips.push(path.trim().to_string(), samples),
                     Err(e) => println!("error: {e:#}"),
                 }
+            } else if line == "mute" || line == "unmute" {
+                clips.set_muted(line == "mute");
+                println!("{line}d");
             } else if let Some(size) = line.strip_prefix("resize ") {
                 let resized = size
                     .trim()
@@ -200,7 +205,7 @@ fn main() -> anyhow::Result<()> {
                 }
             } else if !line.is_empty() {
                 println!(
-                    "error: unknown command {line:?}; use `play <file.wav>`, `resize WxH` or `quit`"
+                    "error: unknown command {line:?}; use `play <file.wav>`, `resize WxH`, `mute`, `unmute` or `quit`"
                 );
             }
         }
