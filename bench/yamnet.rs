@@ -6,6 +6,9 @@
 //! Each memory setting runs in a child process of its own (RSS cannot be un-measured), three
 //! times; the figures are medians.
 
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -33,8 +36,7 @@ fn main() {
 
 /// A real window: the loudest second of a cry clip.
 fn window() -> Vec<f32> {
-    let clip = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/audio/cry_01_belly_pain.wav");
+    let clip = fixtures::audio("cry_01_belly_pain.wav");
     let mut audio = Vec::new();
     wav::decode(&clip, |c| audio.extend_from_slice(c)).expect("the clip reads");
     audio[5 * 16_000 - WINDOW_SAMPLES..5 * 16_000].to_vec()
@@ -188,8 +190,7 @@ fn service() {
     )
     .expect("options");
     config.data_dir = dir.clone();
-    let clip =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio/cry_09_tired.wav");
+    let clip = fixtures::audio("cry_09_tired.wav");
     let mut cry = Vec::new();
     wav::decode(&clip, |c| cry.extend_from_slice(c)).expect("the clip reads");
     cry.extend(std::iter::repeat_n(0.0f32, 13 * 16_000)); // 20 s: a cry, then quiet

@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Lints the add-on the way Home Assistant's add-on linter (frenck/action-addon-linter) does.
 
-    lint-addon.py [REPO_DIR] [--schemas DIR]
+    lint-addon.py [REPO_DIR] [--schemas DIR]     (default: REPO_DIR/tests/fixtures/addon-schema)
 
 - config.yaml against the linter's JSON schema (Draft 7, formats not enforced, as lint.py does),
   plus lint.py's extra checks: keys set to their default value, deprecated arches, ingress rules,
   full_access, advanced, obsolete keys, cold backups, the legacy config map;
 - repository.yaml against the repository schema;
 - Vigil's own rules: version equals Cargo.toml's, every option and schema key has a name and a
-  description in translations/en.yaml, no other config.*/build.* file that the Supervisor would
-  take for an add-on, the files the add-on store shows exist (icon, logo, DOCS, CHANGELOG).
+  description in translations/en.yaml, no other config.*/build.*/repository.* file that the
+  Supervisor would take for an add-on, its build file or the repository's file, the files the
+  add-on store shows exist (icon, logo, DOCS, CHANGELOG).
 
 Also proves the validator itself handles the `services` pattern's Python named groups:
 `mqtt:want` must pass and `mqtt:wish` must fail.
@@ -19,6 +20,7 @@ Exit status 0 when clean, 1 with every error printed.
 
 import argparse
 import json
+import os
 import pathlib
 import re
 import struct
@@ -28,7 +30,9 @@ import jsonschema
 import yaml
 
 DEPRECATED_ARCHES = {"armhf", "armv7", "i386"}
-SKIP_PARTS = ("rootfs",)
+# Whose files the Supervisor finds with a recursive glob (`**/<stem>.*`, last suffix one of these).
+SUPERVISOR_STEMS = ("config", "build", "repository")
+SUPERVISOR_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def load_yaml(path):
@@ -54,7 +58,7 @@ def default_value_errors(config, schema):
 
 
 def linter_checks(config):
-    """lint.py's checks beyond the schema (see shared/addon-schema/README.md)."""
+    """lint.py's checks beyond the schema (frenck/action-addon-linter src/lint.py)."""
     errors, warnings = [], []
     for arch in config.get("arch", []):
         if arch in DEPRECATED_ARCHES:
@@ -109,18 +113,27 @@ def translation_errors(config, translations):
 
 
 def stray_addon_files(repo):
-    """The Supervisor takes any config.*/build.* (below dirs not starting with '.') for an add-on."""
+    """Files the Supervisor would read as an add-on (`**/config.*`, not below a directory named
+    rootfs or starting with '.'), as its build file (`**/build.*`) or as the repository's file
+    (`**/repository.*`): supervisor/store/data.py and utils/common.py find_one_filetype."""
     found = []
-    for path in repo.rglob("*"):
-        rel = path.relative_to(repo)
-        if any(part.startswith(".") or part in SKIP_PARTS for part in rel.parts):
-            continue
-        if rel.parts[0] in ("target", "node_modules"):
-            continue
-        if path.is_file() and re.fullmatch(r"(config|build)\.(ya?ml|json)", path.name):
-            if rel != pathlib.Path("config.yaml"):
+    for root, dirs, files in os.walk(repo):
+        rel_root = pathlib.Path(root).relative_to(repo)
+        if rel_root == pathlib.Path("."):
+            dirs[:] = [d for d in dirs if d not in (".git", "target", "node_modules")]
+        for name in files:
+            rel = rel_root / name
+            stem = name.split(".", 1)[0]
+            if "." not in name or stem not in SUPERVISOR_STEMS:
+                continue
+            if pathlib.Path(name).suffix not in SUPERVISOR_SUFFIXES:
+                continue
+            hidden = any(p.startswith(".") or p == "rootfs" for p in rel.parts)
+            if stem == "config" and hidden:
+                continue
+            if str(rel) not in ("config.yaml", "repository.yaml"):
                 found.append(str(rel))
-    return [f"{f}: the Supervisor would read this as an add-on; rename it" for f in found]
+    return [f"{f}: the Supervisor would read this as an add-on file; rename it" for f in sorted(found)]
 
 
 def png_size(path):
@@ -157,12 +170,12 @@ def self_test(schema):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", nargs="?", default=".")
-    parser.add_argument("--schemas", default=None, help="dir with config.schema.json etc.")
+    parser.add_argument("--schemas", default=None, help="dir with addon-config.schema.json etc.")
     args = parser.parse_args()
     repo = pathlib.Path(args.repo).resolve()
-    schemas = pathlib.Path(args.schemas or repo / ".." / "shared" / "addon-schema")
-    config_schema = json.loads((schemas / "config.schema.json").read_text(encoding="utf-8"))
-    repo_schema = json.loads((schemas / "repository.schema.json").read_text(encoding="utf-8"))
+    schemas = pathlib.Path(args.schemas or repo / "tests" / "fixtures" / "addon-schema")
+    config_schema = json.loads((schemas / "addon-config.schema.json").read_text(encoding="utf-8"))
+    repo_schema = json.loads((schemas / "addon-repository.schema.json").read_text(encoding="utf-8"))
 
     config = load_yaml(repo / "config.yaml")
     errors, warnings = [], []

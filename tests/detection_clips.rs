@@ -1,4 +1,4 @@
-//! The detector at its defaults on the 20 labelled clips (../shared/audio), the model's scores
+//! The detector at its defaults on the 20 labelled clips (tests/fixtures/audio), the model's scores
 //! against models/README.md, steady sounds that must never trigger, and bad inputs.
 
 mod clips;

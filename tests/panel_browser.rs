@@ -231,8 +231,7 @@ fn the_crying_badge_shows_within_two_seconds_of_a_cry_at_the_camera() {
     ));
     vigil.wait_for_log("camera online", Duration::from_secs(20));
     let ingress = Ingress::start(web_port);
-    let clip =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio/cry_03_burping.wav");
+    let clip = common::fixtures::audio("cry_03_burping.wav");
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut chromium = Chromium::launch().await;
         let page = chromium.open(&ingress.panel_url()).await;
@@ -435,8 +434,7 @@ fn the_panel_fits_a_phone_and_a_desktop() {
     ));
     vigil.wait_for_log("camera=playroom", Duration::from_secs(20));
     let ingress = Ingress::start(web_port);
-    let clip =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio/cry_09_tired.wav");
+    let clip = common::fixtures::audio("cry_09_tired.wav");
     let screenshots = std::env::var_os("VIGIL_SCREENSHOTS").map(std::path::PathBuf::from);
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let mut chromium = Chromium::launch().await;

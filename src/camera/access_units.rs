@@ -17,6 +17,10 @@ use gst::subclass::prelude::*;
 
 use super::nal::{self, Codec};
 
+/// The most buffers joined into one access unit (H.264 levels allow at most a few dozen slices
+/// per picture at camera resolutions; cameras send 1 to 16).
+const MAX_PARTS: usize = 64;
+
 glib::wrapper! {
     /// Joins a depayloader's buffers into whole access units.
     pub struct AccessUnits(ObjectSubclass<imp::AccessUnits>) @extends gst::Element, gst::Object;
@@ -104,7 +108,9 @@ mod imp {
                 }
                 let complete = buffer.flags().contains(gst::BufferFlags::MARKER);
                 state.held.push(buffer);
-                if complete {
+                // A camera that stamps every frame alike and never marks one would be held
+                // forever: no picture has this many slices.
+                if complete || state.held.len() >= MAX_PARTS {
                     ready.push(join(codec, std::mem::take(&mut state.held)));
                 }
             }
@@ -338,5 +344,15 @@ mod tests {
                 (vec![1, 1], 80, false)
             ]
         );
+    }
+
+    #[test]
+    fn a_camera_that_never_ends_an_access_unit_is_not_held_forever() {
+        let input = (0..MAX_PARTS + 6).map(|_| buffer(&[1], 0, false)).collect();
+        let sizes: Vec<usize> = run(input)
+            .into_iter()
+            .map(|(nals, _, _)| nals.len())
+            .collect();
+        assert_eq!(sizes, vec![MAX_PARTS, 6]);
     }
 }

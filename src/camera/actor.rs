@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::describe::{audio_status, video_status};
 use super::failure::{Failure, FailureKind};
-use super::hub::Hub;
+use super::hub::{Hub, StreamInfo};
 use super::ingest::{Ingest, IngestOptions};
 use super::pcm::PcmOutput;
-use super::{AudioStatus, CameraState, CameraStatus};
+use super::{AudioStatus, CameraState, CameraStatus, VideoStatus};
 use crate::config::{CameraUrl, StreamProtocol};
 use crate::secret::Redactor;
 
@@ -36,6 +36,9 @@ const AUDIO_GRACE: Duration = Duration::from_secs(3);
 /// waits for the encoder to start, which on a loaded machine may take seconds. Shorter than
 /// [`FIRST_FRAME_TIMEOUT`], which frames held for the audio's format count against.
 const TRANSCODED_AUDIO_GRACE: Duration = Duration::from_secs(6);
+/// No audio frame for this long while video flows: the camera's audio stopped (a microphone
+/// turned off in its app), and the hub carries video alone until audio comes again.
+const AUDIO_STOPPED_AFTER: Duration = Duration::from_secs(3);
 
 /// One camera's actor; [`CameraActor::run`] consumes it.
 pub struct CameraActor {
@@ -151,6 +154,10 @@ impl CameraActor {
         let mut online = false;
         // Without a frame rate in the stream's headers, the status shows the measured one.
         let mut measure_fps = false;
+        // The formats the status shows, to follow a camera that changes its picture.
+        let mut shown: Option<Arc<StreamInfo>> = None;
+        // When audio frames last arrived, and how many so far.
+        let mut audio_progress = (started, 0u64);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -220,7 +227,26 @@ impl CameraActor {
                         }
                         backoff.on_online(now);
                         measure_fps = self.went_online(*ever_online, offer.transcoded_audio.clone());
+                        shown = self.hub.info();
                         *ever_online = true;
+                    }
+                    if received.audio_frames != audio_progress.1 {
+                        audio_progress = (now, received.audio_frames);
+                    } else if online
+                        && ingest.negotiated().1
+                        && offer.audio.is_some()
+                        && !ingest.audio_paused()
+                        && now - audio_progress.0 >= AUDIO_STOPPED_AFTER
+                        && now - progress.0 < AUDIO_STOPPED_AFTER
+                    {
+                        tracing::warn!(
+                            camera = %self.name,
+                            "the camera's audio stopped ({AUDIO_STOPPED_AFTER:?} without a frame): going on with its video alone until it comes back"
+                        );
+                        ingest.pause_audio();
+                    }
+                    if online {
+                        self.follow_format_change(&mut shown, offer.transcoded_audio.as_ref());
                     }
                     if now - meter.0 >= BITRATE_EVERY {
                         let seconds = (now - meter.0).as_secs_f64();
@@ -338,6 +364,54 @@ impl CameraActor {
             if reconnected { "back online" } else { "online" }
         );
         measure_fps
+    }
+
+    /// Keeps the status in step with a camera whose formats change while it streams: a new
+    /// picture size (new parameter sets in the same session), audio that stopped or came back.
+    /// `transcoded_audio` is the camera's own audio when the hub carries it as AAC.
+    fn follow_format_change(
+        &self,
+        shown: &mut Option<Arc<StreamInfo>>,
+        transcoded_audio: Option<&AudioStatus>,
+    ) {
+        let info = self.hub.info();
+        if info.as_ref().map(Arc::as_ptr) == shown.as_ref().map(Arc::as_ptr) {
+            return;
+        }
+        let before = std::mem::replace(shown, info.clone());
+        let (Some(before), Some(info)) = (before, info) else {
+            return;
+        };
+        if before.video != info.video
+            && let Some(video) = info.video.as_ref().and_then(|c| video_status(c))
+        {
+            tracing::info!(
+                camera = %self.name,
+                "the camera's picture changed: {} {}x{}",
+                video.codec, video.width, video.height
+            );
+            self.status.send_modify(|s| {
+                let measured = s.video.as_ref().map_or(0.0, |v| v.fps);
+                // A frame rate measured (not in the stream's headers) stays measured.
+                let fps = if video.fps == 0.0 {
+                    measured
+                } else {
+                    video.fps
+                };
+                s.video = Some(VideoStatus { fps, ..video });
+            });
+        }
+        if before.audio.is_some() != info.audio.is_some() {
+            let audio = info
+                .audio
+                .as_ref()
+                .and_then(|c| audio_status(c))
+                .map(|hub| transcoded_audio.cloned().unwrap_or(hub));
+            if audio.is_some() {
+                tracing::info!(camera = %self.name, "the camera's audio is back");
+            }
+            self.status.send_modify(|s| s.audio = audio);
+        }
     }
 
     fn set_state(&self, state: CameraState) {

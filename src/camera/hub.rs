@@ -189,13 +189,11 @@ impl Hub {
             .is_some_and(|old| old.video == info.video);
         let info = Arc::new(info);
         inner.info = Some(info.clone());
-        // The cached GOP starts again at the next keyframe; the last keyframe still decodes
-        // for snapshots while the video format is the same.
-        let last_keyframe = inner.gop.last_keyframe.take().filter(|_| same_video);
-        inner.gop = Gop {
-            last_keyframe,
-            ..Gop::default()
-        };
+        // With other video, the cached GOP starts again at the next keyframe; with the same
+        // (only the audio came or went) it still starts every new consumer at once.
+        if !same_video {
+            inner.gop = Gop::default();
+        }
         let event = MediaEvent::Info(info);
         let limits = self.limits;
         inner

@@ -115,6 +115,17 @@ impl Ingest {
         self.offer.lock().unwrap().clone()
     }
 
+    /// The camera's audio stopped while its video goes on: the hub carries video alone
+    /// until audio comes again.
+    pub fn pause_audio(&self) {
+        self.session.pause_audio();
+    }
+
+    /// True while the audio is paused after it stopped.
+    pub fn audio_paused(&self) -> bool {
+        self.session.audio_paused()
+    }
+
     /// Stops waiting for a track the camera announced but does not send.
     pub fn give_up_audio(&self) {
         self.offer.lock().unwrap().audio = None;

@@ -30,6 +30,9 @@ pub struct Session {
 struct SessionState {
     expect_video: bool,
     expect_audio: bool,
+    /// The camera's audio stopped while its video went on ([`Session::pause_audio`]): the
+    /// hub carries video alone until an audio frame comes again.
+    audio_paused: bool,
     video: Option<gst::Caps>,
     audio: Option<gst::Caps>,
     announced: bool,
@@ -58,6 +61,7 @@ impl Session {
             state: Mutex::new(SessionState {
                 expect_video,
                 expect_audio,
+                audio_paused: false,
                 video: None,
                 audio: None,
                 announced: false,
@@ -73,6 +77,23 @@ impl Session {
         state.expect_video = video;
         state.expect_audio = audio;
         self.announce_if_ready(&mut state);
+    }
+
+    /// The camera's audio stopped while its video goes on: consumers are told the stream has
+    /// no audio (an MP4 muxer would wait for it forever), until audio comes again.
+    pub fn pause_audio(&self) {
+        let mut state = self.state.lock().unwrap();
+        if state.expect_audio && !state.audio_paused {
+            state.audio_paused = true;
+            state.expect_audio = false;
+            state.announced = false;
+            self.announce_if_ready(&mut state);
+        }
+    }
+
+    /// True while the camera's audio is paused (see [`Session::pause_audio`]).
+    pub fn audio_paused(&self) -> bool {
+        self.state.lock().unwrap().audio_paused
     }
 
     /// Which tracks have their format so far (video, audio).
@@ -125,6 +146,12 @@ impl Session {
         let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let running_time = Duration::from_nanos(running_time.nseconds());
         let mut state = self.state.lock().unwrap();
+        if track == Track::Audio && state.audio_paused {
+            // The camera's audio is back: consumers rebuild with it.
+            state.audio_paused = false;
+            state.expect_audio = true;
+            state.announced = false;
+        }
         if let Some(caps) = sample.caps() {
             let slot = match track {
                 Track::Video => &mut state.video,

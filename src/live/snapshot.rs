@@ -189,19 +189,14 @@ fn decode(
     let convert = pipeline.add("videoconvert", &format!("{camera}-snapshot-convert"))?;
     let scale = pipeline.add("videoscale", &format!("{camera}-snapshot-scale"))?;
     let sized = pipeline.add("capsfilter", &format!("{camera}-snapshot-size"))?;
-    // A JPEG (JFIF) is full-range BT.601; a camera's video is limited range (16-235), which
-    // jpegenc would pass through as it is: a washed-out picture, black as dark grey.
-    let jfif = gst_video::VideoColorimetry::new(
-        gst_video::VideoColorRange::Range0_255,
-        gst_video::VideoColorMatrix::Bt601,
-        gst_video::VideoTransferFunction::Unknown,
-        gst_video::VideoColorPrimaries::Unknown,
-    );
+    // A JPEG (JFIF) is full-range; a camera's video is limited range (16-235). From I420,
+    // jpegenc would keep the camera's levels (black as dark grey) and videoconvert does not
+    // change the range alone, so the picture goes to jpegenc as RGB, which it turns into
+    // full-range YCbCr itself.
     sized.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("colorimetry", jfif.to_string())
+            .field("format", "RGB")
             .field("width", width as i32)
             .field("height", height as i32)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))

@@ -1,15 +1,10 @@
-//! The labelled clips in ../shared/audio and helpers to make test recordings.
+//! The labelled clips in tests/fixtures/audio and helpers to make test recordings.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use vigil::audio::wav;
 use vigil::audio::yamnet::{MemoryOptions, ModelPaths, Yamnet};
-
-/// `../shared/audio` beside the repository (CI clones shared/ there too).
-pub fn audio_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audio")
-}
 
 pub struct Clip {
     pub name: String,
@@ -19,7 +14,7 @@ pub struct Clip {
 
 /// The 20 clips, in file order, labelled from `labels.csv`.
 pub fn clips() -> Vec<Clip> {
-    let dir = audio_dir();
+    let dir = crate::common::fixtures::audio_dir();
     let labels = std::fs::read_to_string(dir.join("labels.csv"))
         .unwrap_or_else(|e| panic!("cannot read {}/labels.csv: {e}", dir.display()));
     let clips: Vec<Clip> = labels

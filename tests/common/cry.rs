@@ -1,4 +1,4 @@
-//! The labelled cry clips (`../shared/audio`) as the fake camera plays them: which clip, and
+//! The labelled cry clips (`tests/fixtures/audio`) as the fake camera plays them: which clip, and
 //! when in it the cry becomes audible, to time what Vigil does after a cry's onset.
 
 use std::path::{Path, PathBuf};
@@ -8,9 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const CLIP: &str = "cry_03_burping.wav";
 
 pub fn clip() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/audio")
-        .join(CLIP)
+    super::fixtures::audio(CLIP)
 }
 
 /// Where the cry becomes audible in `path`: the start of the first 50 ms block whose RMS level

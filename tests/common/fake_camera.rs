@@ -1,6 +1,7 @@
 //! [`FakeCamera`]: the `vigil-fake-camera` binary as a test's camera: start on a free port, stop,
 //! restart on the same port, freeze (SIGSTOP: the socket stays open, nothing is sent), thaw,
-//! and play a WAV clip into its audio track.
+//! play a WAV clip into its audio track, change its picture size and turn its audio off and on
+//! while streaming.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -132,6 +133,20 @@ impl FakeCamera {
             .nth(1)
             .and_then(|ms| ms.parse().ok())
             .unwrap_or_else(|| panic!("bad clip-start line: {line}"))
+    }
+
+    /// Changes the picture size while streaming (new parameter sets and a keyframe follow).
+    pub fn resize(&mut self, width: u32, height: u32) {
+        self.command(&format!("resize {width}x{height}"), "resized ");
+    }
+
+    /// Sends a command line (such as `mute`) and waits for the line that confirms it.
+    pub fn command(&mut self, line: &str, confirmed: &str) {
+        let seen = self.output.0.lock().unwrap().len();
+        let stdin = self.stdin.as_mut().expect("the camera is stopped");
+        writeln!(stdin, "{line}").expect("cannot write to the camera");
+        stdin.flush().unwrap();
+        self.wait_for_line_after(seen, confirmed, Duration::from_secs(10));
     }
 
     /// Waits for a line starting with `prefix` (since the camera last started).

@@ -1,7 +1,8 @@
-//! A real Home Assistant core for end-to-end tests, run with the team's scripts in
-//! `../shared/ha` (start_ha.sh, onboard.py, setup_mqtt.py): its REST API, its states, a
-//! registered "phone" that receives notifications the way the companion app does (local push
-//! over the websocket), and a stop by PID.
+//! A real Home Assistant core for end-to-end tests, run with the harness in `tests/ha/`
+//! (`install.sh` puts a pinned core in a cached venv; `start.sh`, `onboard.py`, `setup_mqtt.py`,
+//! `webrtc_offer.py`): its REST API, its states, a registered "phone" that receives
+//! notifications the way the companion app does (local push over the websocket), and a stop by
+//! PID.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,16 +14,17 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{TempDir, free_port, signal};
 
-/// The team's Home Assistant scripts.
+/// The Home Assistant harness.
 pub fn scripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ha")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ha")
 }
 
+/// The venv `tests/ha/install.sh` made: `HA_VENV`, as for the scripts, or their default.
 pub fn venv() -> PathBuf {
     match std::env::var_os("HA_VENV") {
         Some(v) => PathBuf::from(v),
         None => {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/vigil-ha/venv")
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/vigil/ha/venv")
         }
     }
 }
@@ -39,20 +41,11 @@ pub struct HomeAssistant {
 impl HomeAssistant {
     /// Starts Home Assistant with `extra_yaml` appended to its configuration, after `prepare`
     /// has put files into the config directory; onboards it and keeps a long-lived token.
-    /// `None` when the team's scripts are not beside the repository (then the caller skips).
-    pub fn start(extra_yaml: &str, prepare: impl FnOnce(&Path)) -> Option<Self> {
-        let scripts = scripts_dir();
-        if !scripts.join("start_ha.sh").exists() {
-            eprintln!(
-                "SKIPPED: no {} (the team's Home Assistant scripts)",
-                scripts.display()
-            );
-            return None;
-        }
+    pub fn start(extra_yaml: &str, prepare: impl FnOnce(&Path)) -> Self {
         let python = venv().join("bin/python");
         assert!(
             python.exists(),
-            "no Home Assistant venv at {}: run scripts/install-deps.sh",
+            "no Home Assistant venv at {}: run scripts/install-deps.sh test",
             venv().display()
         );
         let config = TempDir::new("ha");
@@ -60,24 +53,24 @@ impl HomeAssistant {
         let extra = config.write("extra.yaml.in", extra_yaml);
         let port = free_port();
         let out = Command::new("bash")
-            .arg(scripts.join("start_ha.sh"))
+            .arg(scripts_dir().join("start.sh"))
             .arg(config.path())
             .env("HA_PORT", port.to_string())
             .env("HA_VENV", venv())
             .env("HA_EXTRA_YAML", &extra)
             .output()
-            .expect("cannot run start_ha.sh");
+            .expect("cannot run tests/ha/start.sh");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
-            "start_ha.sh failed:\n{stdout}\n{}",
+            "tests/ha/start.sh failed:\n{stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let pid = stdout
             .split_whitespace()
             .find_map(|w| w.strip_prefix("pid="))
             .and_then(|p| p.parse().ok())
-            .expect("start_ha.sh printed no pid");
+            .expect("tests/ha/start.sh printed no pid");
         let url = format!("http://127.0.0.1:{port}");
         let mut ha = Self {
             url: url.clone(),
@@ -96,10 +89,10 @@ impl HomeAssistant {
                 .unwrap(),
         };
         ha.token = ha.script(&python, "onboard.py", &["--url", &url]);
-        Some(ha)
+        ha
     }
 
-    /// Runs one of the team's Python scripts with the HA venv; returns its stdout.
+    /// Runs one of the harness's Python scripts with the HA venv; returns its stdout.
     fn script(&self, python: &Path, name: &str, args: &[&str]) -> String {
         let out = Command::new(python)
             .arg(scripts_dir().join(name))

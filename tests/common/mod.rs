@@ -6,11 +6,13 @@ pub mod chromium;
 pub mod cry;
 pub mod fake_camera;
 pub mod fake_supervisor;
+pub mod fixtures;
 pub mod home_assistant;
 pub mod mosquitto;
 pub mod mqtt_probe;
 pub mod mqtt_run;
 pub mod netns;
+pub mod picture;
 pub mod rtsp_client;
 
 use std::io::{BufRead, BufReader};

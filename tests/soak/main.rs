@@ -20,7 +20,7 @@ mod mqtt_truth;
 mod record;
 mod viewers;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::chromium::Chromium;
@@ -42,9 +42,7 @@ const CRY_MISSED_AFTER: Duration = Duration::from_secs(15);
 const RESIDENT_VIEWERS: usize = 2;
 
 fn clip() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/audio")
-        .join(CLIP)
+    common::fixtures::audio(CLIP)
 }
 
 /// How many viewers `camera` has.

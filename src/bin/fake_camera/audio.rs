@@ -19,6 +19,9 @@ const BLOCK: Duration = Duration::from_millis(20);
 #[derive(Default)]
 pub struct ClipQueue {
     clips: Mutex<VecDeque<Clip>>,
+    /// The microphone sends nothing (`mute`), as a camera whose audio stops while its video
+    /// goes on.
+    muted: std::sync::atomic::AtomicBool,
 }
 
 struct Clip {
@@ -28,6 +31,16 @@ struct Clip {
 }
 
 impl ClipQueue {
+    /// Stops or restarts the audio track's packets.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted
+            .store(muted, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn muted(&self) -> bool {
+        self.muted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn push(&self, name: String, samples: Vec<i16>) {
         self.clips.lock().unwrap().push_back(Clip {
             name,
@@ -90,7 +103,7 @@ pub fn feed(bin: &gst::Bin, rate: u32, clips: Arc<ClipQueue>) {
         for n in 1u32.. {
             clips.fill(&mut block);
             let bytes: Vec<u8> = block.iter().flat_map(|s| s.to_le_bytes()).collect();
-            if src.push_buffer(gst::Buffer::from_mut_slice(bytes)).is_err() {
+            if !clips.muted() && src.push_buffer(gst::Buffer::from_mut_slice(bytes)).is_err() {
                 return; // the media stopped
             }
             let due = started + BLOCK * n;

@@ -49,7 +49,7 @@ impl FlvSource {
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .context("no appsink")?;
         if args.audio != AudioCodec::None && !hevc {
-            audio::feed(pipeline.upcast_ref(), args.audio.sample_rate(), clips);
+            audio::feed(pipeline.upcast_ref(), args.audio_rate(), clips);
         }
         pipeline.set_state(gst::State::Playing)?;
         Ok(Self {
@@ -156,7 +156,7 @@ fn launch_description(args: &Args) -> String {
              caps=audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate={} \
              ! audioconvert ! voaacenc bitrate=32000 ! aacparse ! queue ! mux.",
             audio::SOURCE_NAME,
-            args.audio.sample_rate()
+            args.audio_rate()
         ),
     };
     // The muxer waits up to 300 ms for a late track (an encoder slowed by a loaded machine)

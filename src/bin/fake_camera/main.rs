@@ -2,7 +2,9 @@
 //!
 //! It serves `rtsp://<address>:<port><path>` like a cheap IP camera: one encoder shared by every
 //! client (H.264 or H.265 from a snow-like pattern, so the encoder really spends the bitrate), and
-//! optionally AAC, PCMA, PCMU or Opus audio, behind an optional user name and password. It prints
+//! optionally AAC, PCMA, PCMU or Opus audio, behind an optional user name and password. What
+//! differs between real cameras is an option ([`media`]): slices per frame, SEI, where the
+//! parameter sets travel, RTP timestamps about to wrap, the audio's rate and channels. It prints
 //! `ready <url>` on stdout once it serves. With `--garbage` it is a TCP server that answers
 //! anything with random bytes instead.
 //!
@@ -10,6 +12,10 @@
 //! - `play <file.wav>`: plays the clip into the audio track (converted to the track's format),
 //!   then silence again; prints `clip-start <unix ms>` when its first sample enters the encoder
 //!   and `clip-end <unix ms>` after its last. Errors are printed as `error: …`.
+//! - `resize WIDTHxHEIGHT`: changes the picture size while streaming (a keyframe with new
+//!   parameter sets follows); prints `resized WxH`.
+//! - `mute` / `unmute`: stops or restarts the audio track's packets while the video goes on
+//!   (prints `muted` / `unmuted`).
 //! - `quit`: exits. The end of stdin does not: the camera serves until killed.
 //!
 //! With `--serve flv-http` or `--serve rtmp` it serves Reolink's FLV streams instead (see [`flv`]
@@ -20,6 +26,7 @@
 mod audio;
 mod flv;
 mod garbage;
+mod media;
 mod rtmp;
 
 use std::io::BufRead;
@@ -28,6 +35,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use gst_rtsp_server::prelude::*;
+use media::ParameterSets;
 
 /// A fake RTSP camera for Vigil's tests and benchmarks.
 #[derive(Debug, Parser)]
@@ -62,6 +70,21 @@ pub struct Args {
     /// resolutions; a viewer must put them back together into one picture.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     slices: u32,
+    /// Where the parameter sets (SPS/PPS, VPS) travel: in band, in the SDP, or both.
+    #[arg(long, value_enum, default_value_t = ParameterSets::Both)]
+    parameter_sets: ParameterSets,
+    /// Buffering period and picture timing SEI on every frame (H.264).
+    #[arg(long)]
+    sei: bool,
+    /// Start the RTP timestamps this many seconds before they wrap past 2^32.
+    #[arg(long)]
+    rtp_wrap_after: Option<u32>,
+    /// The audio's sample rate (default: 8000 for G.711, 16000 for AAC and Opus).
+    #[arg(long)]
+    audio_rate: Option<u32>,
+    /// Audio channels (AAC only: 1 or 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=2))]
+    audio_channels: u32,
     /// The test pattern (videotestsrc's `pattern`): snow makes the encoder spend the bitrate.
     #[arg(long, default_value = "snow")]
     pattern: String,
@@ -90,8 +113,15 @@ enum Serve {
     Rtmp,
 }
 
+impl Args {
+    /// The sample rate the camera captures at.
+    pub fn audio_rate(&self) -> u32 {
+        self.audio_rate.unwrap_or(self.audio.sample_rate())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum VideoCodec {
+pub enum VideoCodec {
     H264,
     H265,
 }
@@ -113,18 +143,6 @@ impl AudioCodec {
             AudioCodec::Aac | AudioCodec::Opus => 16000,
         }
     }
-
-    fn encode_and_pay(self) -> Option<&'static str> {
-        Some(match self {
-            AudioCodec::Aac => {
-                "voaacenc bitrate=32000 ! aacparse ! rtpmp4gpay name=pay1 pt=97 max-ptime=64000000"
-            }
-            AudioCodec::Pcma => "alawenc ! rtppcmapay name=pay1",
-            AudioCodec::Pcmu => "mulawenc ! rtppcmupay name=pay1",
-            AudioCodec::Opus => "opusenc ! rtpopuspay name=pay1 pt=98",
-            AudioCodec::None => return None,
-        })
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     let clips = Arc::new(audio::ClipQueue::default());
     if args.serve != Serve::Rtsp {
         // The FLV servers run on their own threads; stdin's commands work the same.
-        let rate = args.audio.sample_rate();
+        let rate = args.audio_rate();
         let (serve, clips_for) = (args.serve, clips.clone());
         std::thread::spawn(move || {
             let served = match serve {
@@ -159,15 +177,22 @@ fn main() -> anyhow::Result<()> {
     server.set_address(&args.address);
     server.set_service(&args.port.to_string());
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
-    factory.set_launch(&launch_description(&args));
+    factory.set_launch(&media::launch_description(&args));
     // One encoder for every client, as a camera has.
     factory.set_shared(true);
     factory.set_protocols(gst_rtsp::RTSPLowerTrans::TCP | gst_rtsp::RTSPLowerTrans::UDP);
-    if args.audio != AudioCodec::None {
-        let clips = clips.clone();
-        let rate = args.audio.sample_rate();
+    if args.parameter_sets == ParameterSets::InBand {
+        factory.set_media_gtype(media::InBandMedia::static_type());
+    }
+    let current = media::CurrentMedia::default();
+    let args = Arc::new(args);
+    {
+        let (clips, current, args) = (clips.clone(), current.clone(), args.clone());
         factory.connect_media_configure(move |_, media| {
-            audio::start_feeding(media, rate, clips.clone());
+            media::configure(media, &args, &current);
+            if args.audio != AudioCodec::None {
+                audio::start_feeding(media, args.audio_rate(), clips.clone());
+            }
         });
     }
     if let (Some(user), Some(password)) = (&args.username, &args.password) {
@@ -189,7 +214,7 @@ fn main() -> anyhow::Result<()> {
 
     let main_loop = gst::glib::MainLoop::new(None, false);
     let quit = main_loop.clone();
-    let rate = args.audio.sample_rate();
+    let rate = args.audio_rate();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines().map_while(Result::ok) {
             let line = line.trim();
@@ -201,44 +226,28 @@ fn main() -> anyhow::Result<()> {
                     Ok(samples) => clips.push(path.trim().to_string(), samples),
                     Err(e) => println!("error: {e:#}"),
                 }
+            } else if line == "mute" || line == "unmute" {
+                clips.set_muted(line == "mute");
+                println!("{line}d");
+            } else if let Some(size) = line.strip_prefix("resize ") {
+                let resized = size
+                    .trim()
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                    .ok_or_else(|| anyhow::anyhow!("resize takes WIDTHxHEIGHT, such as 1280x720"))
+                    .and_then(|(w, h)| current.resize(w, h));
+                match resized {
+                    Ok(()) => println!("resized {}", size.trim()),
+                    Err(e) => println!("error: {e:#}"),
+                }
             } else if !line.is_empty() {
-                println!("error: unknown command {line:?}; use `play <file.wav>` or `quit`");
+                println!(
+                    "error: unknown command {line:?}; use `play <file.wav>`, `resize WxH`, `mute`, `unmute` or `quit`"
+                );
             }
         }
         // Stdin closed (or never given): keep serving until killed.
     });
     main_loop.run();
     Ok(())
-}
-
-/// The shared media: video from a live test pattern, and the audio track fed by [`audio`].
-fn launch_description(args: &Args) -> String {
-    let encode = match args.video {
-        VideoCodec::H264 => format!(
-            // `--slices` slices per frame, however many threads x264 has.
-            "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 bitrate={} \
-             key-int-max={} threads=1 sliced-threads=false option-string=slices={} \
-             ! rtph264pay name=pay0 pt=96 config-interval=-1",
-            args.bitrate, args.gop, args.slices
-        ),
-        VideoCodec::H265 => format!(
-            "x265enc tune=zerolatency speed-preset=ultrafast bitrate={} key-int-max={} \
-             option-string=slices={} ! rtph265pay name=pay0 pt=96 config-interval=-1",
-            args.bitrate, args.gop, args.slices
-        ),
-    };
-    let audio = args.audio.encode_and_pay().map_or(String::new(), |pay| {
-        format!(
-            "appsrc name={} is-live=true format=time do-timestamp=true \
-             caps=audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate={} \
-             ! audioconvert ! {pay}",
-            audio::SOURCE_NAME,
-            args.audio.sample_rate()
-        )
-    });
-    format!(
-        "( videotestsrc is-live=true pattern={} ! video/x-raw,width={},height={},framerate={}/1 \
-         ! {encode} {audio} )",
-        args.pattern, args.width, args.height, args.fps
-    )
 }
