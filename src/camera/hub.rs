@@ -634,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn changed_formats_reach_consumers_and_clear_the_cache() {
+    fn changed_formats_reach_consumers_and_a_new_picture_clears_the_cache() {
         let hub = hub();
         hub.set_info(info());
         push_video(&hub, 0, true);
@@ -642,16 +642,18 @@ mod tests {
         let _ = frames(&mut sub);
         hub.set_info(info()); // same: no event
         assert!(sub.try_recv().is_err());
+        // Only the audio changes (it came or went): the cached GOP still starts a consumer.
         let mut other = info();
         other.audio = Some(gst::Caps::builder("audio/x-alaw").build());
-        hub.set_info(other);
+        hub.set_info(other.clone());
         assert!(matches!(sub.try_recv(), Ok(MediaEvent::Info(i)) if i.audio.is_some()));
         let mut late = hub.subscribe(ConsumerKind::Rtsp);
-        assert_eq!(frames(&mut late), vec![]);
-        assert!(
-            hub.last_keyframe().is_some(),
-            "snapshots keep the last keyframe"
-        );
+        assert_eq!(frames(&mut late), vec![(true, true)]);
+        // Another picture: nothing cached until its first keyframe.
+        other.video = Some(gst::Caps::builder("video/x-h265").build());
+        hub.set_info(other);
+        let mut later = hub.subscribe(ConsumerKind::Rtsp);
+        assert_eq!(frames(&mut later), vec![]);
     }
 
     #[test]
