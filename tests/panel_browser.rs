@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::chromium::{Chromium, Page};
 use common::fake_camera::FakeCamera;
-use common::{Vigil, free_port, netns};
+use common::{Vigil, free_port, netns, producer, wait_until};
 
 const TOKEN: &str = "Yx9c2hX0abcdEFGH";
 
@@ -311,7 +311,14 @@ fn start_vigil_with_sub_stream() -> (Vigil, Ingress, [FakeCamera; 2]) {
         main.url(),
         sub.url()
     ));
+    // Both streams online: the first "camera online" line may be the sub stream's, and the
+    // main stream may take a second session (a camera whose audio starts late).
     vigil.wait_for_log("camera online", Duration::from_secs(20));
+    for stream in ["nursery", "nursery_sub"] {
+        wait_until(&format!("{stream} online"), Duration::from_secs(30), || {
+            producer(web_port, stream)["state"] == "online"
+        });
+    }
     let ingress = Ingress::start(web_port);
     (vigil, ingress, [main, sub])
 }
