@@ -42,25 +42,14 @@ pub fn add_source(
     source.link(&demux)?;
     check_stream(&source, session, offer)?;
 
-    let bin = pipeline.downgrade();
-    let linked = Arc::downgrade(session);
-    let camera_name = camera.to_string();
-    let tracks = offer.clone();
-    demux.connect_pad_added(move |_, pad| {
-        let (Some(bin), Some(session)) = (bin.upgrade(), linked.upgrade()) else {
-            return;
-        };
-        let setup = TrackSetup {
-            bin: &bin,
-            camera: &camera_name,
-            session: &session,
-            unify_audio: options.unify_audio,
-            offer: &tracks,
-        };
-        if let Err(e) = link_flv_pad(&setup, pad, pcm.clone()) {
-            gst::element_error!(bin, gst::StreamError::Format, ["{e:#}"]);
-        }
-    });
+    let setup = TrackSetup {
+        bin: pipeline,
+        camera,
+        session,
+        unify_audio: options.unify_audio,
+        offer,
+    };
+    tracks::link_each_pad(&demux, &setup, pcm, link_flv_pad);
     Ok(())
 }
 

@@ -38,27 +38,14 @@ pub fn add_source(
         Some(take.to_value())
     });
 
-    // Weak: the source belongs to the pipeline, so a strong reference here would keep the
-    // whole pipeline (its buses' sockets, its buffers) alive after every reconnect.
-    let bin = pipeline.downgrade();
-    let linked = Arc::downgrade(session);
-    let camera_name = camera.to_string();
-    let tracks = offer.clone();
-    source.connect_pad_added(move |_, pad| {
-        let (Some(bin), Some(session)) = (bin.upgrade(), linked.upgrade()) else {
-            return;
-        };
-        let setup = TrackSetup {
-            bin: &bin,
-            camera: &camera_name,
-            session: &session,
-            unify_audio: options.unify_audio,
-            offer: &tracks,
-        };
-        if let Err(e) = link_rtp_pad(&setup, pad, pcm.clone()) {
-            gst::element_error!(bin, gst::StreamError::Format, ["{e:#}"]);
-        }
-    });
+    let setup = TrackSetup {
+        bin: pipeline,
+        camera,
+        session,
+        unify_audio: options.unify_audio,
+        offer,
+    };
+    tracks::link_each_pad(&source, &setup, pcm, link_rtp_pad);
     Ok(())
 }
 

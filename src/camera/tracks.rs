@@ -116,6 +116,35 @@ pub struct TrackSetup<'a> {
     pub offer: &'a Arc<Mutex<Offer>>,
 }
 
+/// How a linker turns one of a source's pads into a track.
+pub type LinkPad = fn(&TrackSetup, &gst::Pad, PcmOutput) -> anyhow::Result<()>;
+
+/// Links every pad `element` (the source, or its demuxer) adds through `link`; a pad that
+/// cannot be linked fails the pipeline with the reason. The callback holds the pipeline and
+/// the session weakly: the element belongs to the pipeline, so a strong reference would keep
+/// the whole pipeline (its sockets, its buffers) alive after every reconnect.
+pub fn link_each_pad(element: &gst::Element, setup: &TrackSetup, pcm: PcmOutput, link: LinkPad) {
+    let bin = setup.bin.downgrade();
+    let linked = Arc::downgrade(setup.session);
+    let camera = setup.camera.to_string();
+    let (offer, unify_audio) = (setup.offer.clone(), setup.unify_audio);
+    element.connect_pad_added(move |_, pad| {
+        let (Some(bin), Some(session)) = (bin.upgrade(), linked.upgrade()) else {
+            return;
+        };
+        let setup = TrackSetup {
+            bin: &bin,
+            camera: &camera,
+            session: &session,
+            unify_audio,
+            offer: &offer,
+        };
+        if let Err(e) = link(&setup, pad, pcm.clone()) {
+            gst::element_error!(bin, gst::StreamError::Format, ["{e:#}"]);
+        }
+    });
+}
+
 /// Sends a pad the camera's source offers but Vigil does not take into a `fakesink`, so the
 /// source never blocks on it.
 pub fn swallow(bin: &gst::Pipeline, pad: &gst::Pad) -> anyhow::Result<()> {
