@@ -29,7 +29,7 @@ MULTIARCH=aarch64-linux-gnu
 
 # What the sysroot holds: the build's -dev packages (scripts/install-deps.sh's BUILD_PACKAGES
 # for arm64) and what `vigil run` loads (its RUNTIME_PACKAGES), with libc6-dev to link against.
-SYSROOT_VERSION=1
+SYSROOT_VERSION=2
 SYSROOT_PACKAGES=(
     libc6-dev libstdc++6
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
@@ -119,6 +119,20 @@ Requires.private: gstreamer-sdp-1.0 >= $version
 Libs: -L\${libdir} -lgstwebrtc-1.0
 Cflags: -I\${includedir}
 EOF
+    # What dpkg's maintainer scripts would have done: the BLAS and LAPACK alternatives (libav's
+    # plugin needs libblas.so.3).
+    ln -sfn blas/libblas.so.3 "$libdir/libblas.so.3"
+    ln -sfn lapack/liblapack.so.3 "$libdir/liblapack.so.3"
+    # qemu-user 7.2 shows the guest the host's x86 /proc/cpuinfo, where ONNX Runtime's cpuinfo
+    # finds no ARM processor and crashes (SIGSEGV); qemu -L serves this one instead: two
+    # Cortex-A72 cores, a Raspberry Pi 4. A real aarch64 machine has its own.
+    mkdir -p "$tmp/root/proc"
+    local i
+    for i in 0 1; do
+        printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$i"
+        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n'
+        printf 'CPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+    done > "$tmp/root/proc/cpuinfo"
     cp "$tmp/packages" "$tmp/root/.vigil-packages"
     rm -rf "$SYS"
     mv "$tmp/root" "$SYS"
@@ -151,6 +165,11 @@ rust_std() {
 
 mkdir -p "$CACHE"
 sysroot
+# The build sees the sysroot through a link that keeps its name, so a new sysroot (another
+# stamp) does not rebuild every crate; older sysroots go.
+ln -sfn "$(basename "$SYS")" "$CACHE/sysroot"
+find "$CACHE" -maxdepth 1 -name 'sysroot-*' ! -name "$(basename "$SYS")" -exec rm -rf {} +
+SYS="$CACHE/sysroot"
 rust_std
 [[ "$("$RUSTC_WEB" --version)" == rustc\ 1.9[6-9]* ]] || die "$RUSTC_WEB is not rustc-web 1.96+"
 
@@ -172,3 +191,110 @@ cargo build --release --locked --bin vigil --target "$TRIPLE"
 say "built $BIN in $(since "$t0") s"
 file -b "$BIN" | grep -q 'ARM aarch64' || die "$BIN is not an aarch64 executable: $(file -b "$BIN")"
 if [[ $build_only -eq 1 ]]; then echo "$BIN"; exit 0; fi
+
+# The runs, under qemu-user with the sysroot as the guest's /. GStreamer loads the plugins in
+# the process (no arm64 plugin scanner to fork through binfmt), with a registry of its own.
+ORT_LIB="${VIGIL_ORT_AARCH64_DIR:-$HOME/.cache/vigil/aarch64/ort}/libonnxruntime.so"
+[[ -f "$ORT_LIB" ]] || die "no aarch64 ONNX Runtime at $ORT_LIB (scripts/install-deps.sh cross)"
+RUN="$(mktemp -d /tmp/vigil-aarch64.XXXXXX)"
+pid=""
+cleanup() {
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    if [[ "${VIGIL_AARCH64_KEEP:-0}" == 1 ]]; then say "kept $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+export QEMU_LD_PREFIX="$SYS"
+export GST_PLUGIN_SYSTEM_PATH="$SYS/usr/lib/$MULTIARCH/gstreamer-1.0"
+export GST_PLUGIN_SCANNER="$SYS/usr/lib/$MULTIARCH/gstreamer1.0/gstreamer-1.0/gst-plugin-scanner"
+export GST_REGISTRY="$RUN/registry.bin" GST_REGISTRY_FORK=no
+export ORT_DYLIB_PATH="$ORT_LIB"
+unset SUPERVISOR_TOKEN SUPERVISOR_URL
+vigil() { qemu-aarch64-static "$BIN" "$@"; }
+
+say "vigil --version"
+version="$(vigil --version)" || die "vigil --version failed under qemu"
+[[ "$version" == "vigil $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ]] \
+    || die "vigil --version said '$version'"
+
+free_ports() {
+    python3 -c 'import socket
+s = [socket.socket() for _ in range(3)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])'
+}
+read -r rtsp_port web_port api_port < <(free_ports)
+rtsp_port="${VIGIL_AARCH64_RTSP_PORT:-$rtsp_port}"
+cat > "$RUN/vigil.yaml" <<EOF
+# No cameras: the built-in demo camera.
+cameras: []
+rtsp_port: $rtsp_port
+web_port: $web_port
+api_port: $api_port
+EOF
+say "vigil check-config"
+vigil check-config --config "$RUN/vigil.yaml" > "$RUN/check-config.txt" \
+    || die "vigil check-config failed: $(cat "$RUN/check-config.txt")"
+grep -q "^rtsp_port: $rtsp_port" "$RUN/check-config.txt" || die "check-config did not print the options"
+
+clip=tests/fixtures/audio/cry_09_tired.wav
+say "vigil detect $clip (ONNX Runtime for aarch64)"
+t0="$(now)"
+vigil detect "$clip" > "$RUN/detect.txt" 2>&1 || die "vigil detect failed: $(tail -5 "$RUN/detect.txt")"
+detect_secs="$(since "$t0")"
+grep -q '^1 crying episode' "$RUN/detect.txt" \
+    || die "vigil detect found no single crying episode in $clip: $(tail -5 "$RUN/detect.txt")"
+say "detect: $(grep -A1 '^1 crying episode' "$RUN/detect.txt" | tail -1 | sed 's/^ *//') in $detect_secs s"
+
+# vigil run with the demo camera; a native client (ffmpeg) plays the restream.
+say "vigil run (demo camera; RTSP on $rtsp_port)"
+t0="$(now)"
+mkdir -p "$RUN/data"
+qemu-aarch64-static "$BIN" run --config "$RUN/vigil.yaml" --data-dir "$RUN/data" > "$RUN/run.log" 2>&1 &
+pid=$!
+url="rtsp://127.0.0.1:$rtsp_port/demo"
+# The restream answers 503 until the camera's first frame: ask until a frame comes.
+first=""
+for _ in $(seq 120); do
+    kill -0 "$pid" 2>/dev/null || die "vigil run exited: $(tail -20 "$RUN/run.log")"
+    if timeout 20 ffmpeg -nostdin -hide_banner -loglevel error -rtsp_transport tcp -i "$url" \
+        -map 0:v -c copy -frames:v 1 -f null - 2>/dev/null; then
+        first="$(since "$t0")"
+        break
+    fi
+    sleep 0.5
+done
+[[ -n "$first" ]] || die "no video frame from $url within a minute: $(tail -20 "$RUN/run.log")"
+if grep -q 'Failed to load plugin' "$RUN/run.log"; then
+    die "a GStreamer plugin did not load: $(grep 'Failed to load plugin' "$RUN/run.log")"
+fi
+# A client's own first frame, then a few seconds of play; Vigil's CPU over them.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+c0="$(cpu_ticks)"
+t1="$(now)"
+timeout 20 ffmpeg -nostdin -hide_banner -loglevel error -rtsp_transport tcp -i "$url" \
+    -map 0:v -c copy -frames:v 1 -f null - || die "a second client got no frame from $url"
+client_first="$(since "$t1")"
+frames=45
+t2="$(now)"
+timeout 30 ffmpeg -nostdin -hide_banner -nostats -rtsp_transport tcp -i "$url" -map 0:v -c copy \
+    -frames:v "$frames" -f framemd5 "$RUN/frames.md5" 2> "$RUN/ffmpeg.log" \
+    || die "the restream did not play $frames frames: $(tail -5 "$RUN/ffmpeg.log")"
+play_secs="$(since "$t2")"
+got="$(grep -c '^0,' "$RUN/frames.md5" || true)"
+[[ "$got" -eq "$frames" ]] || die "the restream gave $got video frames, not $frames"
+grep -q 'Video: h264' "$RUN/ffmpeg.log" || die "the restream's video is not H.264: $(grep Stream "$RUN/ffmpeg.log")"
+c1="$(cpu_ticks)"
+cpu="$(awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v t="$(since "$t1")" \
+    'BEGIN { printf "%.0f", 100 * c / hz / t }')"
+rss="$(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")"
+say "run: first restream frame $first s after start; a new client's first frame in $client_first s; $frames frames in $play_secs s; vigil (qemu) ${cpu}% of one core, RSS $rss MiB"
+t1="$(now)"
+kill -TERM "$pid"
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && die "vigil run did not stop within 10 s of SIGTERM"
+code=0
+wait "$pid" || code=$?
+pid=""
+[[ $code -eq 0 ]] || die "vigil run exited with $code after SIGTERM: $(tail -5 "$RUN/run.log")"
+say "stopped $(since "$t1") s after SIGTERM"
+say "OK: vigil for $TRIPLE built and ran under qemu (detect $detect_secs s, first frame $first s)"
