@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Vigil needs, for one or more profiles. Idempotent, and quick when all is there.
 #
-#   scripts/install-deps.sh [build] [runtime] [test] [all]     (default: all)
+#   scripts/install-deps.sh [build] [runtime] [test] [cross] [all]     (default: all)
 #
 #   build    what compiling needs: GStreamer development files, the gstreamer-webrtc-1.0
 #            pkg-config shim, and the ONNX Runtime shared library (loaded at run time; the image
@@ -10,9 +10,14 @@
 #   test     what the tests start: mosquitto, Chromium, ffmpeg/ffprobe, openssl (test
 #            certificates), shellcheck, hadolint and the add-on linter's Python packages, and
 #            Home Assistant core (tests/ha/install.sh: a pinned core in a cached venv)
+#   cross    what scripts/check-aarch64.sh and scripts/rehearse-image.sh need (not in `all`):
+#            Debian's rustc-web (its arm64 std comes from apt there), gcc-aarch64-linux-gnu,
+#            qemu-user-static, debootstrap, ffmpeg (the restream's client), and the aarch64
+#            ONNX Runtime library in VIGIL_ORT_AARCH64_DIR
 #
 # Environment:
 #   VIGIL_ORT_DIR   where libonnxruntime.so goes (default /usr/local/lib/vigil)
+#   VIGIL_ORT_AARCH64_DIR   the aarch64 one, for `cross` (default ~/.cache/vigil/aarch64/ort)
 #   VIGIL_TOOLS     venv for the Python test tools (default ~/.cache/vigil/tools)
 #
 # The Dockerfile and CI both run this script, so what CI proves is what the image gets.
@@ -23,6 +28,7 @@ ORT_VERSION=1.32.0
 ORT_SHA256_x86_64=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
 ORT_SHA256_aarch64=2303372a85299b6757b0e11e1cbf13e410ddf7e10c37f4b37e99d1c90e7daf7c
 ORT_DIR="${VIGIL_ORT_DIR:-/usr/local/lib/vigil}"
+ORT_AARCH64_DIR="${VIGIL_ORT_AARCH64_DIR:-$HOME/.cache/vigil/aarch64/ort}"
 TOOLS="${VIGIL_TOOLS:-$HOME/.cache/vigil/tools}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -45,6 +51,9 @@ TEST_PACKAGES=(
     iproute2 util-linux procps python3-venv nftables openssl
     # tests/flv.rs fetches stream.mp4 and snapshots as bytes
     curl
+)
+CROSS_PACKAGES=(
+    rustc-web gcc-aarch64-linux-gnu qemu-user-static debootstrap ffmpeg file curl python3
 )
 
 missing_packages() {
@@ -95,11 +104,12 @@ EOF
         || { say "pkg-config still cannot find gstreamer-webrtc-1.0"; exit 1; }
 }
 
-# The ONNX Runtime shared library, from the `onnxruntime` wheel on PyPI (ort loads it at run time).
+# The ONNX Runtime shared library, from the `onnxruntime` wheel on PyPI (ort loads it at run time):
+#   onnxruntime_lib [machine [dir]]   (default: this machine's, in ORT_DIR)
 onnxruntime_lib() {
-    local marker="$ORT_DIR/.onnxruntime-$ORT_VERSION" machine sha platform tmp wheel
-    if [[ -f "$marker" && -f "$ORT_DIR/libonnxruntime.so" ]]; then return; fi
-    machine="$(uname -m)"
+    local machine="${1:-$(uname -m)}" dir="${2:-$ORT_DIR}"
+    local marker="$dir/.onnxruntime-$ORT_VERSION" sha platform tmp wheel
+    if [[ -f "$marker" && -f "$dir/libonnxruntime.so" ]]; then return; fi
     case "$machine" in
         x86_64) sha="$ORT_SHA256_x86_64" ;;
         aarch64 | arm64) machine=aarch64; sha="$ORT_SHA256_aarch64" ;;
@@ -130,10 +140,10 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     with z.open(names[0]) as src, open(sys.argv[2] + "/libonnxruntime.so", "wb") as dst:
         dst.write(src.read())
 EOF
-    as_root mkdir -p "$ORT_DIR"
-    as_root install -m 0644 "$tmp/libonnxruntime.so" "$ORT_DIR/libonnxruntime.so"
+    as_root mkdir -p "$dir"
+    as_root install -m 0644 "$tmp/libonnxruntime.so" "$dir/libonnxruntime.so"
     as_root touch "$marker"
-    say "onnxruntime $ORT_VERSION in $ORT_DIR/libonnxruntime.so"
+    say "onnxruntime $ORT_VERSION ($machine) in $dir/libonnxruntime.so"
 }
 
 python_tools() {
@@ -158,7 +168,10 @@ profiles=("$@")
 [[ ${#profiles[@]} -eq 0 ]] && profiles=(all)
 want() { local p; for p in "${profiles[@]}"; do [[ $p == "$1" || $p == all ]] && return 0; done; return 1; }
 for p in "${profiles[@]}"; do
-    case "$p" in build | runtime | test | all) ;; *) say "unknown profile '$p' (build, runtime, test, all)"; exit 2 ;; esac
+    case "$p" in
+        build | runtime | test | cross | all) ;;
+        *) say "unknown profile '$p' (build, runtime, test, cross, all)"; exit 2 ;;
+    esac
 done
 
 t0=$(date +%s)
@@ -166,9 +179,13 @@ packages=()
 want build && packages+=("${BUILD_PACKAGES[@]}")
 want runtime && packages+=("${RUNTIME_PACKAGES[@]}")
 want test && packages+=("${TEST_PACKAGES[@]}")
+# `cross` is asked for by name only: `all` is what a developer's tests need.
+want_cross() { local p; for p in "${profiles[@]}"; do [[ $p == cross ]] && return 0; done; return 1; }
+want_cross && packages+=("${CROSS_PACKAGES[@]}")
 apt_install "${packages[@]}"
 want build && webrtc_pkgconfig
 want build && onnxruntime_lib
+want_cross && onnxruntime_lib aarch64 "$ORT_AARCH64_DIR"
 if want test; then
     python_tools
     home_assistant

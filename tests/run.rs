@@ -98,7 +98,12 @@ fn the_panel_refuses_peers_outside_web_allow() {
         free_port()
     ));
     vigil.wait_for_log("panel listening", Duration::from_secs(10));
-    let (status, body) = common::http_get(web_port, "/api/health");
+    let (status, body) = common::http_get(web_port, "/api/streams");
     assert_eq!(status, 403, "{body}");
+    let (status, body) = common::http_get(web_port, "/");
+    assert_eq!(status, 403, "{body}");
+    // The image's health check asks from loopback (addon/rootfs/usr/local/bin/vigil-healthcheck).
+    let (status, body) = common::http_get(web_port, "/api/health");
+    assert_eq!(status, 200, "{body}");
     vigil.terminate();
 }

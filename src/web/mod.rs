@@ -228,7 +228,9 @@ async fn live_page() -> Html<&'static str> {
     Html(include_str!("live.html"))
 }
 
-/// Peers allowed to connect (empty = anyone), and what the others are told.
+/// Peers allowed to connect (empty = anyone), and what the others are told. `/api/health` is
+/// also answered to loopback, where the image's health check (`vigil-healthcheck`) asks: in the
+/// add-on only the ingress gateway may open the panel, and the check got 403.
 #[derive(Clone)]
 struct Allow {
     peers: Vec<IpNet>,
@@ -241,7 +243,8 @@ async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    if peers.is_empty() || peers.iter().any(|net| net.contains(peer.ip())) {
+    let health_check = peer.ip().is_loopback() && request.uri().path() == "/api/health";
+    if peers.is_empty() || health_check || peers.iter().any(|net| net.contains(peer.ip())) {
         return next.run(request).await;
     }
     tracing::debug!(%peer, path = %request.uri().path(), "refused: peer not allowed");
