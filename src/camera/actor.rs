@@ -1,5 +1,5 @@
-//! The camera actor: one tokio task per camera (RTSP, HTTP-FLV or RTMP) that owns its ingest, keeps it alive and reports
-//! how it is doing.
+//! The camera actor: one tokio task per camera (RTSP, HTTP-FLV or RTMP) that owns its ingest,
+//! keeps it alive and reports how it is doing.
 //!
 //! It connects, watches the bus and a stall watchdog, and after any failure waits as the
 //! [`Backoff`] says and connects again, for as long as Vigil runs. Its status (state, reason,
@@ -326,15 +326,9 @@ impl CameraActor {
             .as_ref()
             .and_then(|i| i.video.as_ref())
             .and_then(|c| video_status(c));
-        let hub_audio = info
-            .as_ref()
-            .and_then(|i| i.audio.as_ref())
-            .and_then(|c| audio_status(c));
-        // An audio track given up on stays given up on, even if it was being transcoded.
-        let audio = match hub_audio {
-            Some(_) if transcoded_audio.is_some() => transcoded_audio,
-            hub => hub,
-        };
+        let audio = info
+            .as_deref()
+            .and_then(|i| shown_audio(i, transcoded_audio.as_ref()));
         let measure_fps = video.as_ref().is_some_and(|v| v.fps == 0.0);
         self.status.send_modify(|s| {
             if reconnected {
@@ -402,11 +396,7 @@ impl CameraActor {
             });
         }
         if before.audio.is_some() != info.audio.is_some() {
-            let audio = info
-                .audio
-                .as_ref()
-                .and_then(|c| audio_status(c))
-                .map(|hub| transcoded_audio.cloned().unwrap_or(hub));
+            let audio = shown_audio(&info, transcoded_audio);
             if audio.is_some() {
                 tracing::info!(camera = %self.name, "the camera's audio is back");
             }
@@ -424,4 +414,12 @@ impl CameraActor {
             true
         });
     }
+}
+
+/// The audio the status shows for the hub's formats `info`: the camera's own when the hub
+/// carries it transcoded (`transcoded_audio`), none when the hub has none (a track given up
+/// on, or paused, stays so even if it was being transcoded).
+fn shown_audio(info: &StreamInfo, transcoded_audio: Option<&AudioStatus>) -> Option<AudioStatus> {
+    let hub_audio = audio_status(info.audio.as_ref()?)?;
+    Some(transcoded_audio.cloned().unwrap_or(hub_audio))
 }
