@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::StreamProtocol;
 use crate::secret::Redactor;
 
 /// What went wrong, as far as what to do next goes.
@@ -54,9 +55,9 @@ impl FailureKind {
         }
     }
 
-    /// What the user can do about it, for a camera whose URL has `scheme`.
-    fn advice(self, scheme: &str) -> &'static str {
-        let flv = matches!(scheme, "http" | "https" | "rtmp" | "rtmps");
+    /// What the user can do about it, for a camera reached over `protocol`.
+    fn advice(self, protocol: StreamProtocol) -> &'static str {
+        let flv = protocol != StreamProtocol::Rtsp;
         match self {
             FailureKind::Unauthorized => "check the user name and password in the camera's url",
             FailureKind::NotFound => "check the path in the camera's url",
@@ -116,12 +117,11 @@ impl Failure {
     /// The text shown as the camera's `reason`: the kind, the redacted URL, the details and what
     /// to do.
     pub fn reason(&self, redacted_url: &str) -> String {
-        let scheme = redacted_url.split("://").next().unwrap_or_default();
         format!(
             "{} ({redacted_url}): {}; {}",
             self.kind.label(),
             self.detail,
-            self.kind.advice(&scheme.to_ascii_lowercase())
+            self.kind.advice(StreamProtocol::of_url(redacted_url))
         )
     }
 }

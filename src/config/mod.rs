@@ -310,6 +310,13 @@ impl StreamProtocol {
         })
     }
 
+    /// The protocol of a URL (its credentials shown or not), by its scheme; RTSP when the
+    /// scheme is none Vigil takes (validation has refused those already).
+    pub fn of_url(url: &str) -> Self {
+        let scheme = url.split("://").next().unwrap_or_default();
+        Self::of_scheme(&scheme.to_ascii_lowercase()).unwrap_or(StreamProtocol::Rtsp)
+    }
+
     /// Its name for people: `RTSP`, `HTTP-FLV`, `RTMP`.
     pub fn label(self) -> &'static str {
         match self {
@@ -333,8 +340,7 @@ impl CameraUrl {
     /// How the stream is pulled (validated URLs have one of [`CAMERA_URL_SCHEMES`]; anything
     /// else is tried as RTSP and fails there with its own error).
     pub fn protocol(&self) -> StreamProtocol {
-        let scheme = self.0.expose().split("://").next().unwrap_or_default();
-        StreamProtocol::of_scheme(&scheme.to_ascii_lowercase()).unwrap_or(StreamProtocol::Rtsp)
+        StreamProtocol::of_url(self.0.expose())
     }
 
     /// The URL with its credentials, for the camera's ingest only.
