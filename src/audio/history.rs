@@ -37,11 +37,15 @@ pub struct Bucket {
 }
 
 /// One cry episode; `ended_ms` is `None` while it goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeRecord {
     pub started_ms: u64,
     pub ended_ms: Option<u64>,
     pub peak_score: f32,
+    /// The episode's clips, relative to the clips folder (`nursery/2026-12-04/03-12-45.mp4`),
+    /// in order; a clip is listed from the moment it is opened, under its final name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clips: Vec<String>,
 }
 
 /// One camera's history, oldest first.
@@ -122,6 +126,7 @@ impl History {
             started_ms: unix_ms(at),
             ended_ms: None,
             peak_score: score,
+            clips: Vec::new(),
         });
         timeline.prune(unix_ms(at));
     }
@@ -144,7 +149,28 @@ impl History {
                 started_ms: unix_ms(started),
                 ended_ms: Some(unix_ms(ended)),
                 peak_score,
+                clips: Vec::new(),
             }),
+        }
+    }
+
+    /// Lists `clip` under `camera`'s episode that started at `episode_started_ms`; false if
+    /// that episode is not (or no longer) in the history.
+    pub fn add_clip(&mut self, camera: &str, episode_started_ms: u64, clip: String) -> bool {
+        let Some(timeline) = self.cameras.get_mut(camera) else {
+            return false;
+        };
+        match timeline
+            .episodes
+            .iter_mut()
+            .rev()
+            .find(|e| e.started_ms == episode_started_ms)
+        {
+            Some(episode) => {
+                episode.clips.push(clip);
+                true
+            }
+            None => false,
         }
     }
 
@@ -165,7 +191,7 @@ impl History {
                 .episodes
                 .iter()
                 .filter(|e| e.ended_ms.is_none_or(|end| end >= since))
-                .copied()
+                .cloned()
                 .collect(),
         })
     }
@@ -191,7 +217,7 @@ impl History {
                             )
                         })
                         .collect();
-                    let episodes = t.episodes.iter().copied().collect();
+                    let episodes = t.episodes.iter().cloned().collect();
                     (name.clone(), StoredCamera { buckets, episodes })
                 })
                 .collect(),
@@ -353,13 +379,16 @@ mod tests {
         h.episode_started("a", at(10), 0.6);
         assert_eq!(h.snapshot("a", at(0)).unwrap().episodes[0].ended_ms, None);
         h.episode_ended("a", at(10), at(40), 0.9);
-        let e = h.snapshot("a", at(0)).unwrap().episodes[0];
+        assert!(h.add_clip("a", ms(10), "a/1970-01-01/00-00-05.mp4".into()));
+        assert!(!h.add_clip("a", ms(11), "a/elsewhere.mp4".into()));
+        let e = h.snapshot("a", at(0)).unwrap().episodes[0].clone();
         assert_eq!(
             e,
             EpisodeRecord {
                 started_ms: ms(10),
                 ended_ms: Some(ms(40)),
-                peak_score: 0.9
+                peak_score: 0.9,
+                clips: vec!["a/1970-01-01/00-00-05.mp4".into()],
             }
         );
         // Asking from after its end leaves it out.

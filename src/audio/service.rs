@@ -220,6 +220,16 @@ impl Detection {
         self.shared.history.lock().unwrap().snapshot(camera, since)
     }
 
+    /// Lists a clip of `camera`'s episode that started at `episode_started_ms` (the
+    /// `started_ms` of its record); false if that episode is not in the history.
+    pub fn add_clip(&self, camera: &str, episode_started_ms: u64, clip: String) -> bool {
+        self.shared
+            .history
+            .lock()
+            .unwrap()
+            .add_clip(camera, episode_started_ms, clip)
+    }
+
     /// Windows dropped because the inference thread was behind.
     pub fn dropped_windows(&self) -> u64 {
         self.shared.dropped_windows.load(Ordering::Relaxed)
