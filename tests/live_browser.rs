@@ -1,7 +1,8 @@
 //! Live view in a real headless Chromium, inside a private network namespace: the WebRTC page
 //! and the MSE page each play the demo camera (frames decoded, time advancing); its PCMA audio
 //! arrives as Opus over WebRTC and as AAC over MSE. A PCMA camera and an AAC camera both play
-//! Opus over WebRTC (`unify_audio`).
+//! Opus over WebRTC (`unify_audio`); without `unify_audio`, a G.711 camera's audio reaches the
+//! browser as G.711, never transcoded.
 
 mod common;
 
@@ -170,6 +171,51 @@ fn a_pcma_camera_and_an_aac_camera_both_play_opus_over_webrtc() {
             .count();
         assert_eq!(started, 1, "{camera}'s transcoders:\n{log}");
     }
+}
+
+#[test]
+fn a_g711_camera_is_heard_untranscoded_over_webrtc() {
+    if !netns::enter("a_g711_camera_is_heard_untranscoded_over_webrtc") {
+        return;
+    }
+    let camera = FakeCamera::start(&["--audio", "pcmu"]);
+    let ports = Ports::free();
+    // Without unify_audio the hub carries the camera's own G.711.
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "log_level: debug\nunify_audio: false\n{}",
+        cameras_yaml(&[("nursery", &camera.url())])
+    )));
+    vigil.wait_for_log("panel listening", Duration::from_secs(20));
+    common::wait_until("nursery online", Duration::from_secs(20), || {
+        common::producer(ports.web, "nursery")["state"] == "online"
+    });
+    let vigil = LogOnFailure(vigil);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut chromium = Chromium::launch().await;
+        let url = format!(
+            "http://127.0.0.1:{}/live?src=nursery&mode=webrtc",
+            ports.web
+        );
+        let (page, _) = chromium.open_playing(&url).await;
+        let stats = webrtc_stats_playing(&mut chromium, &page).await;
+        assert_eq!(stats["audio"]["mimeType"], "audio/PCMU", "{stats}");
+        assert_eq!(stats["video"]["mimeType"], "video/H264", "{stats}");
+        // Still heard a moment later.
+        let before = stats["audio"]["packetsReceived"].as_u64().unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let later = chromium.eval(&page, WEBRTC_STATS).await;
+        let after = later["audio"]["packetsReceived"].as_u64().unwrap();
+        assert!(
+            after >= before + 50,
+            "{before} -> {after} audio packets in 2 s"
+        );
+    });
+    let log = vigil.0.output();
+    assert!(
+        !log.contains("audio transcoder starting"),
+        "a transcoder ran for a G.711 viewer:\n{log}"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! WebRTC viewers: one `webrtcbin` per viewer, fed from the camera's hub through appsrc. H.264
-//! (or H.265) passes through untouched; audio goes as Opus — the camera's own, or the camera's
-//! shared transcoder's.
+//! (or H.265) passes through untouched; audio goes as the camera sends it where the browser takes
+//! it (G.711 at 8 kHz, Opus), otherwise as Opus from the camera's shared transcoder.
 //!
 //! Signalling is a few verbs ([`start`] with an offer, [`Remote::add_candidate`], the
 //! [`Signal`]s a viewer sends back); this module never sees a WebSocket. A viewer lives until
@@ -10,7 +10,7 @@
 mod sdp;
 mod session;
 
-pub use sdp::{AnswerPlan, MediaChoice, h264_profile, parse_offer, plan};
+pub use sdp::{AnswerPlan, AudioChoice, AudioSend, MediaChoice, h264_profile, parse_offer, plan};
 
 use std::time::Duration;
 
@@ -85,13 +85,12 @@ pub async fn start(live: &Live, camera: &CameraHandle, offer: Offer) -> Result<S
     let codec = VideoCodec::of(&video_caps)
         .ok_or_else(|| LiveError::Unsupported(format!("cannot send {video_caps} over WebRTC")))?;
     let profile = h264_profile(&video_caps);
-    let has_audio = info.audio.is_some();
     let plan = plan(
         &message,
         camera.name(),
         codec,
         profile.as_deref(),
-        has_audio,
+        info.audio.as_ref(),
     )?;
     let mut ice_servers = live.options().ice_servers.clone();
     ice_servers.extend(offer.ice_servers);

@@ -1,5 +1,5 @@
 //! Reads a browser's WebRTC offer (with `gst-sdp`, not by hand) and decides what to answer:
-//! which m-line carries the video and on which payload type, which carries Opus audio.
+//! which m-line carries the video and on which payload type, which carries the audio and how.
 //!
 //! Pure: no pipeline, no I/O. The rules, each tested below:
 //! - H.264 goes on an H.264 payload type the offer has, preferring `packetization-mode=1` and a
@@ -7,11 +7,13 @@
 //!   then any. Browsers decode High even when they offer only Baseline/Main (Debian's Chromium
 //!   offers no High), so the answer keeps the offer's `profile-level-id`.
 //! - H.265 only where the offer has H.265; otherwise an error that says to use an H.264 stream.
-//! - Audio only as Opus, on the offer's Opus payload type.
+//! - Audio as the camera sends it where the offer takes it (G.711 at 8 kHz mono as PCMA or
+//!   PCMU, which Chromium and the companion app offer; Opus), so nothing is decoded; else as
+//!   Opus from the camera's shared transcoder, on the offer's Opus payload type.
 
 use gst_sdp::{SDPMediaRef, SDPMessage};
 
-use crate::live::{LiveError, VideoCodec};
+use crate::live::{AudioCodec, LiveError, VideoCodec};
 
 /// One m-line of the offer and what to send on it.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +32,26 @@ pub struct MediaChoice {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnswerPlan {
     pub video: MediaChoice,
-    /// `None` when the offer has no audio m-line or no Opus in it. Other m-lines (a second
-    /// video, data) get nothing: webrtcbin answers them as not used.
-    pub audio: Option<MediaChoice>,
+    /// `None` when the camera sends no audio, or the offer has no audio m-line or neither the
+    /// camera's codec nor Opus in it. Other m-lines (a second video, data) get nothing:
+    /// webrtcbin answers them as not used.
+    pub audio: Option<AudioChoice>,
+}
+
+/// The audio m-line and how its audio is made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioChoice {
+    pub media: MediaChoice,
+    pub send: AudioSend,
+}
+
+/// How a viewer's audio is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioSend {
+    /// The camera's own frames, payloaded as they are (G.711 or Opus).
+    Camera(AudioCodec),
+    /// Opus from the camera's shared transcoder.
+    Transcoded,
 }
 
 /// Parses `sdp` and checks that it is an offer a WebRTC peer can answer.
@@ -63,14 +82,14 @@ pub fn parse_offer(sdp: &str) -> Result<SDPMessage, LiveError> {
 }
 
 /// Decides what to send on which m-line of `offer` for a stream of `video` codec whose H.264
-/// profile is `profile` (GStreamer's name, such as `high`, if known). `audio` says whether
-/// there is Opus to send.
+/// profile is `profile` (GStreamer's name, such as `high`, if known) and whose audio has the
+/// caps `audio` (the hub's, `None` without audio).
 pub fn plan(
     offer: &SDPMessage,
     camera: &str,
     video: VideoCodec,
     profile: Option<&str>,
-    audio: bool,
+    audio: Option<&gst::Caps>,
 ) -> Result<AnswerPlan, LiveError> {
     let mut chosen_video = None;
     let mut chosen_audio = None;
@@ -85,8 +104,10 @@ pub fn plan(
                 offered_video.extend(codec_names(media));
                 chosen_video = choose_video(media, mline, video, profile);
             }
-            Some("audio") if usable && audio && chosen_audio.is_none() => {
-                chosen_audio = choose(media, mline, "OPUS");
+            Some("audio") if usable && chosen_audio.is_none() => {
+                if let Some(caps) = audio {
+                    chosen_audio = choose_audio(media, mline, caps);
+                }
             }
             _ => {}
         }
@@ -179,6 +200,37 @@ fn choose_video(
         caps: preferences(&caps),
         fmtp: fmtp(media, pt),
     })
+}
+
+/// The camera's own audio where `media` takes it, else Opus from the transcoder.
+fn choose_audio(media: &SDPMediaRef, mline: u32, camera_audio: &gst::Caps) -> Option<AudioChoice> {
+    let own = AudioCodec::of(camera_audio).and_then(|codec| {
+        let encoding = webrtc_encoding(codec, camera_audio)?;
+        choose(media, mline, encoding).map(|media| AudioChoice {
+            media,
+            send: AudioSend::Camera(codec),
+        })
+    });
+    own.or_else(|| {
+        choose(media, mline, "OPUS").map(|media| AudioChoice {
+            media,
+            send: AudioSend::Transcoded,
+        })
+    })
+}
+
+/// The RTP encoding name under which WebRTC carries audio of these caps untouched, if it can:
+/// G.711 only at 8 kHz mono (the rate and channels its static payload types stand for).
+fn webrtc_encoding(codec: AudioCodec, caps: &gst::Caps) -> Option<&'static str> {
+    let s = caps.structure(0)?;
+    let narrowband =
+        s.get::<i32>("rate").ok() == Some(8000) && s.get::<i32>("channels").unwrap_or(1) == 1;
+    match codec {
+        AudioCodec::Pcma if narrowband => Some("PCMA"),
+        AudioCodec::Pcmu if narrowband => Some("PCMU"),
+        AudioCodec::Opus => Some("OPUS"),
+        _ => None,
+    }
 }
 
 /// The first payload type of `encoding` (RTP encoding name, upper case) in `media`.
@@ -296,11 +348,12 @@ mod tests {
         expected: Result<Expected, &str>,
     ) {
         let _ = gst::init();
-        let got = parse_offer(offer).and_then(|o| plan(&o, "nursery", video, profile, true));
+        let aac = aac();
+        let got = parse_offer(offer).and_then(|o| plan(&o, "nursery", video, profile, Some(&aac)));
         match (got, expected) {
             (Ok(plan), Ok((vline, vpt, audio))) => {
                 assert_eq!((plan.video.mline, plan.video.payload), (vline, vpt));
-                assert_eq!(plan.audio.map(|a| (a.mline, a.payload)), audio);
+                assert_eq!(plan.audio.map(|a| (a.media.mline, a.media.payload)), audio);
                 let prefs = plan.video.caps.structure(0).unwrap();
                 assert!(!prefs.has_field("profile"), "{prefs}");
                 assert!(!prefs.has_field("profile-level-id"), "{prefs}");
@@ -327,7 +380,14 @@ mod tests {
     fn the_answer_keeps_the_offers_format_parameters() {
         let _ = gst::init();
         let offer = parse_offer(&chromium_like(false)).unwrap();
-        let plan = plan(&offer, "nursery", VideoCodec::H264, Some("high"), true).unwrap();
+        let plan = plan(
+            &offer,
+            "nursery",
+            VideoCodec::H264,
+            Some("high"),
+            Some(&aac()),
+        )
+        .unwrap();
         let fmtp = plan.video.fmtp.clone().unwrap();
         assert!(fmtp.contains("profile-level-id=42e01f"), "{fmtp}");
         // An answer as webrtcbin writes it, without the profile.
@@ -370,6 +430,63 @@ mod tests {
             None,
             Ok((0, 96, Some((1, 111)))),
         );
+    }
+
+    fn aac() -> gst::Caps {
+        gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("rate", 16000i32)
+            .field("channels", 1i32)
+            .build()
+    }
+
+    fn g711(name: &str, rate: i32) -> gst::Caps {
+        gst::Caps::builder(name)
+            .field("rate", rate)
+            .field("channels", 1i32)
+            .build()
+    }
+
+    /// The audio plan for a camera whose hub audio has `caps`: (payload type, how it is made).
+    fn audio_plan(offer: &str, caps: Option<&gst::Caps>) -> Option<(u32, AudioSend)> {
+        let _ = gst::init();
+        let offer = parse_offer(offer).unwrap();
+        plan(&offer, "nursery", VideoCodec::H264, Some("high"), caps)
+            .unwrap()
+            .audio
+            .map(|a| (a.media.payload, a.send))
+    }
+
+    #[test]
+    fn g711_cameras_are_heard_untranscoded_where_the_offer_takes_g711() {
+        let offer = chromium_like(false);
+        let pcma = g711("audio/x-alaw", 8000);
+        let pcmu = g711("audio/x-mulaw", 8000);
+        assert_eq!(
+            audio_plan(&offer, Some(&pcma)),
+            Some((8, AudioSend::Camera(AudioCodec::Pcma)))
+        );
+        assert_eq!(
+            audio_plan(&offer, Some(&pcmu)),
+            Some((0, AudioSend::Camera(AudioCodec::Pcmu)))
+        );
+        // AAC, G.711 at another rate than WebRTC's 8 kHz, and an offer without G.711: Opus.
+        assert_eq!(
+            audio_plan(&offer, Some(&aac())),
+            Some((111, AudioSend::Transcoded))
+        );
+        assert_eq!(
+            audio_plan(&offer, Some(&g711("audio/x-alaw", 16000))),
+            Some((111, AudioSend::Transcoded))
+        );
+        let opus_only = offer.replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n", "");
+        assert_ne!(opus_only, offer);
+        assert_eq!(
+            audio_plan(&opus_only, Some(&pcma)),
+            Some((111, AudioSend::Transcoded))
+        );
+        // A camera without audio gets no audio m-line.
+        assert_eq!(audio_plan(&offer, None), None);
     }
 
     #[test]

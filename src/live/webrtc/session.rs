@@ -13,7 +13,7 @@ use gst_webrtc::{WebRTCPeerConnectionState, WebRTCRTPTransceiverDirection, WebRT
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{AnswerPlan, Remote, Signal, Started};
+use super::{AnswerPlan, AudioSend, Remote, Signal, Started};
 use crate::camera::{CameraHandle, ConsumerKind, StreamInfo};
 use crate::config::{IceKind, IceServer};
 use crate::live::feed::{self, AudioFrom, FeedTargets};
@@ -54,6 +54,8 @@ pub(super) struct Session {
     webrtcbin: gst::Element,
     video_src: gst_app::AppSrc,
     audio_src: Option<gst_app::AppSrc>,
+    /// How the audio is made, when there is audio.
+    audio_send: Option<AudioSend>,
     events: mpsc::Receiver<Event>,
     /// `None` once the signalling side is gone; the peer connection may go on without it.
     commands: Option<mpsc::Receiver<Command>>,
@@ -100,19 +102,29 @@ impl Session {
 
         let audio_src = match &plan.audio {
             Some(choice) => {
-                // The transcoder's caps replace the placeholder with its first frame.
-                let caps = match info.audio.as_ref().and_then(AudioCodec::of) {
-                    Some(AudioCodec::Opus) => info.audio.clone().unwrap(),
-                    _ => gst::Caps::builder("audio/x-opus")
-                        .field("channel-mapping-family", 0i32)
-                        .build(),
+                // A plan sends the camera's audio only when the camera has audio.
+                let own = || info.audio.clone().unwrap_or_else(gst::Caps::new_any);
+                let (caps, elements): (gst::Caps, &[&str]) = match choice.send {
+                    AudioSend::Camera(AudioCodec::Pcma) => (own(), &["rtppcmapay"]),
+                    AudioSend::Camera(AudioCodec::Pcmu) => (own(), &["rtppcmupay"]),
+                    AudioSend::Camera(_) => (own(), &["opusparse", "rtpopuspay"]),
+                    // The transcoder's caps replace the placeholder with its first frame.
+                    AudioSend::Transcoded => (
+                        gst::Caps::builder("audio/x-opus")
+                            .field("channel-mapping-family", 0i32)
+                            .build(),
+                        &["opusparse", "rtpopuspay"],
+                    ),
                 };
                 let src = feed::appsrc(&format!("{name}-audio"), &caps);
-                let parse = pipeline.add("opusparse", &format!("{name}-aparse"))?;
-                let pay = pipeline.add("rtpopuspay", &format!("{name}-apay"))?;
-                pay.set_property("pt", choice.payload);
                 pipeline.adopt(&src)?;
-                pipeline.link(&[src.upcast_ref(), &parse, &pay])?;
+                let mut chain: Vec<gst::Element> = vec![src.clone().upcast()];
+                for (i, factory) in elements.iter().enumerate() {
+                    chain.push(pipeline.add(factory, &format!("{name}-audio{i}"))?);
+                }
+                let pay = chain.last().cloned().expect("a payloader");
+                pay.set_property("pt", choice.media.payload);
+                pipeline.link(&chain.iter().collect::<Vec<_>>())?;
                 Some((src, pay))
             }
             None => None,
@@ -123,7 +135,7 @@ impl Session {
         // preferences when it answers, so the senders exist before the offer is set.
         send_on(&pipeline, &webrtcbin, &video_pay, &plan.video.caps, true)?;
         if let (Some(choice), Some((_, pay))) = (&plan.audio, &audio_src) {
-            send_on(&pipeline, &webrtcbin, pay, &choice.caps, false)?;
+            send_on(&pipeline, &webrtcbin, pay, &choice.media.caps, false)?;
         }
         let description = gst_webrtc::WebRTCSessionDescription::new(WebRTCSDPType::Offer, offer);
         promise(&webrtcbin, "set-remote-description", Some(&description))
@@ -165,6 +177,7 @@ impl Session {
             webrtcbin,
             video_src,
             audio_src: audio_src.map(|(src, _)| src),
+            audio_send: plan.audio.as_ref().map(|a| a.send),
             events,
             commands: Some(commands),
             last_rtcp_ms,
@@ -270,8 +283,8 @@ impl Session {
     ) -> impl std::future::Future<Output = feed::FeedEnd> + Send + 'static {
         let subscription = self.camera.subscribe(ConsumerKind::WebRtc);
         let audio = self.audio_src.clone().map(|src| {
-            let from = match self.info.audio.as_ref().and_then(AudioCodec::of) {
-                Some(AudioCodec::Opus) => AudioFrom::Camera,
+            let from = match self.audio_send {
+                Some(AudioSend::Camera(_)) => AudioFrom::Camera,
                 _ => AudioFrom::Transcoded(live.transcoded(&self.camera, Target::Opus)),
             };
             (src, from)
