@@ -327,6 +327,9 @@ fn check_players(failures: &mut Failures, ports: &Ports, case: &Case) {
             client.sdp()
         )
     });
+    // A player joining while another plays is sent the GOP's cached packets first: its very
+    // first picture (the GOP's keyframe, out of the cache) must be whole too.
+    failures.picture(case, "rtsp joining", Picture::from_rtsp(&restream, 1));
     let api = format!("http://127.0.0.1:{}/api", ports.api);
     failures.picture(
         case,

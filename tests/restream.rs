@@ -81,6 +81,54 @@ fn a_new_client_starts_from_the_cache_not_the_next_keyframe() {
 }
 
 #[test]
+fn a_client_joining_a_watched_camera_starts_from_the_cache() {
+    // A keyframe every 4 s, and a client watching all along: the shared media is running, so a
+    // joining client is sent the cached GOP's packets before the live ones.
+    let camera = FakeCamera::start(&["--gop", "60", "--fps", "15"]);
+    let (vigil, ports) = vigil_with(&camera, "log_level: debug\n");
+    let resident = RtspClient::start(&ports.restream("nursery"), ClientOptions::default());
+    resident.wait("frames", Duration::from_secs(10), |c| c.au_count() > 5);
+    for attempt in 0..3 {
+        std::thread::sleep(Duration::from_millis(700 + attempt * 900));
+        let (before, since) = (resident.au_count(), Instant::now());
+        let client = RtspClient::start(
+            &ports.restream("nursery"),
+            ClientOptions {
+                decode: true,
+                ..ClientOptions::default()
+            },
+        );
+        let first = client.first_decoded_after(Duration::from_secs(10));
+        assert!(
+            first < Duration::from_millis(700),
+            "attempt {attempt}: first frame after {first:?}"
+        );
+        client.wait("frames after the GOP", Duration::from_secs(5), |c| {
+            c.decoded().len() > 30
+        });
+        assert!(client.error().is_none(), "{:?}", client.error());
+        // The resident client played on meanwhile (15 frames a second).
+        std::thread::sleep(Duration::from_secs(1));
+        let expected = (since.elapsed().as_secs_f64() * 15.0 * 0.7) as usize;
+        let got = resident.au_count() - before;
+        assert!(
+            got >= expected,
+            "the resident client got {got} frames, want {expected}"
+        );
+    }
+    // The clients that left are no longer listed; the resident one is.
+    wait_until("one client listed", Duration::from_secs(10), || {
+        common::streams(ports.web)["nursery"]["consumers"]
+            .as_array()
+            .map(Vec::len)
+            == Some(1)
+    });
+    assert!(resident.error().is_none(), "{:?}", resident.error());
+    let log = vigil.output();
+    assert!(!log.contains("closing a restream client"), "{log}");
+}
+
+#[test]
 fn a_new_client_is_as_live_as_a_long_connected_one() {
     let camera = FakeCamera::start(&["--gop", "45", "--fps", "15"]);
     let (_vigil, ports) = vigil_with(&camera, "");

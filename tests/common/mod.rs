@@ -224,6 +224,9 @@ impl Vigil {
 
 impl Drop for Vigil {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("VIGIL_TEST_LOG").is_some() {
+            eprintln!("--- vigil log ---\n{}", self.output());
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();

@@ -204,8 +204,11 @@ impl RtspClient {
         while !done(self) {
             assert!(
                 Instant::now() < deadline,
-                "client: no {what} within {timeout:?} (error: {:?})",
-                self.error()
+                "client: no {what} within {timeout:?} (error: {:?}, closed: {}, sdp: {}, audio buffers: {})",
+                self.error(),
+                self.closed(),
+                self.sdp().is_some(),
+                self.audio_buffers()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
