@@ -454,7 +454,7 @@ fn a_camera_gone_or_vigil_stopping_mid_clip_leaves_a_clip_that_plays() {
     let root = vigil.data_dir.path().join("clips");
 
     // The camera loses power while its clip is being written.
-    let gone = cry_until_a_clip_opens(&mut nursery, ports.web, "nursery");
+    let gone = cry_until_a_clip_opens(&vigil, &mut nursery, ports.web, "nursery");
     std::thread::sleep(Duration::from_secs(2));
     nursery.stop();
     wait_for_file(&vigil, &root.join(&gone));
@@ -467,7 +467,7 @@ fn a_camera_gone_or_vigil_stopping_mid_clip_leaves_a_clip_that_plays() {
 
     // Vigil is stopped (SIGTERM, as the Supervisor does) while the other camera's clip is
     // being written: the clip is finished, not left half written.
-    let stopped = cry_until_a_clip_opens(&mut playroom, ports.web, "playroom");
+    let stopped = cry_until_a_clip_opens(&vigil, &mut playroom, ports.web, "playroom");
     std::thread::sleep(Duration::from_secs(2));
     let (status, took) = vigil.terminate();
     assert!(status.success(), "{status}: {}", vigil.output());
