@@ -550,3 +550,47 @@ fn a_long_cry_goes_on_in_the_next_clip_after_two_minutes() {
         "the clips ({total:.1} s) cover the episode ({cry_secs:.1} s) and 5 s on each side"
     );
 }
+
+#[test]
+fn at_start_unfinished_and_old_clips_are_deleted_and_the_rest_kept() {
+    let clips = TempDir::new("clips-at-start");
+    let night = clips.path().join("nursery/2026-11-20");
+    let today = clips.path().join("nursery/2026-12-04");
+    std::fs::create_dir_all(&night).unwrap();
+    std::fs::create_dir_all(&today).unwrap();
+    let old = night.join("02-00-00.mp4");
+    let kept = today.join("03-12-05.mp4");
+    // What a run killed while writing (SIGKILL, power loss) leaves behind.
+    let partial = today.join(".03-20-00.mp4.partial");
+    let faststart = today.join(".03-20-00.mp4.faststart.partial");
+    for path in [&old, &kept, &partial, &faststart] {
+        std::fs::write(path, b"clip bytes").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600))
+        .unwrap();
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "clips_dir: {}\nclip_retention_days: 7\n",
+        clips.path().display()
+    )));
+    vigil.wait_for_log("cry clips on", Duration::from_secs(20));
+    let log = vigil.output();
+    assert!(
+        log.contains("deleted 2 clip(s) left unfinished") && log.contains("deleted 1 old clip(s)"),
+        "{log}"
+    );
+    assert!(!partial.exists() && !faststart.exists());
+    assert!(
+        !old.exists() && !night.exists(),
+        "the old clip and its empty day"
+    );
+    assert!(kept.exists(), "a clip of this week stays");
+    assert_eq!(
+        clips_under(clips.path()),
+        vec!["nursery/2026-12-04/03-12-05.mp4".to_string()]
+    );
+}
