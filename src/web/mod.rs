@@ -28,6 +28,7 @@ pub mod streams;
 
 use crate::audio::Detection;
 use crate::camera::{CameraHandle, Cameras};
+use crate::clips::Clips;
 use crate::config::IpNet;
 use crate::live::{Live, LiveError};
 use crate::mqtt::MqttStatus;
@@ -50,6 +51,8 @@ pub struct WebState {
     pub names: StreamNames,
     /// The restream's port, to recognise our own restream URLs.
     pub rtsp_port: u16,
+    /// The cry clips: their folder (served at `/api/clips/…`) and each camera's clip status.
+    pub clips: Clips,
 }
 
 impl std::fmt::Debug for WebState {
