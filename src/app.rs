@@ -99,11 +99,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .iter()
         .map(|feed| (feed.name.clone(), feed.online.clone()))
         .collect();
-    let mqtt_status = mqtt::start(
-        MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env()),
-        &tracker,
-        shutdown.child_token(),
-    );
+    let mut mqtt_setup = MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env());
+    mqtt_setup.detection = detection.clone();
+    let mqtt_status = mqtt::start(mqtt_setup, &tracker, shutdown.child_token());
 
     // --- Live view (WebRTC, MSE, snapshots) on both HTTP servers.
     tracker.spawn_blocking(crate::live::prewarm);
