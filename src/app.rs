@@ -119,6 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         live: live.clone(),
         names: web::StreamNames::default(),
         rtsp_port: config.rtsp_port,
+        cry_pictures: cry_pictures.dir().to_path_buf(),
     };
     let panel = web::panel_router(state.clone(), config.web_allow.clone());
     let api = web::api_router(

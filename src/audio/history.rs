@@ -225,6 +225,21 @@ impl History {
         })
     }
 
+    /// `camera`'s episodes going on or ended from `since` on, oldest first; `None` for an
+    /// unknown camera.
+    pub fn episodes(&self, camera: &str, since: SystemTime) -> Option<Vec<EpisodeRecord>> {
+        let timeline = self.cameras.get(camera)?;
+        let since = unix_ms(since);
+        Some(
+            timeline
+                .episodes
+                .iter()
+                .filter(|e| e.ended_ms.is_none_or(|end| end >= since))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// `camera`'s episode that started at `started_ms`, if it is still in the history.
     pub fn episode(&self, camera: &str, started_ms: u64) -> Option<EpisodeRecord> {
         let timeline = self.cameras.get(camera)?;
@@ -439,6 +454,9 @@ mod tests {
         );
         // Asking from after its end leaves it out.
         assert!(h.snapshot("a", at(41)).unwrap().episodes.is_empty());
+        assert_eq!(h.episodes("a", at(0)).unwrap(), vec![e]);
+        assert!(h.episodes("a", at(41)).unwrap().is_empty());
+        assert_eq!(h.episodes("zzz", at(0)), None);
     }
 
     fn episode(started: u64, ended: Option<u64>) -> EpisodeRecord {

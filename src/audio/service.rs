@@ -230,6 +230,12 @@ impl Detection {
             .add_clip(camera, episode_started_ms, clip)
     }
 
+    /// `camera`'s cry episodes from `since` on, oldest first (the history's, without its
+    /// buckets).
+    pub fn episodes(&self, camera: &str, since: SystemTime) -> Option<Vec<EpisodeRecord>> {
+        self.shared.history.lock().unwrap().episodes(camera, since)
+    }
+
     /// `camera`'s episode that started at `started_ms` (its clips, its end), if still kept.
     pub fn episode(&self, camera: &str, started_ms: u64) -> Option<EpisodeRecord> {
         self.shared

@@ -50,6 +50,8 @@ pub struct WebState {
     pub names: StreamNames,
     /// The restream's port, to recognise our own restream URLs.
     pub rtsp_port: u16,
+    /// The cry pictures' directory ([`crate::cry_pictures`]), for the panel's episodes.
+    pub cry_pictures: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for WebState {

@@ -1,5 +1,7 @@
-// Vigil's panel: a live grid of cameras, a crying badge, the sound level, camera health and the
-// night's timeline. Every URL is relative, so the page works under Home Assistant's ingress path.
+// Vigil's panel: a live grid of cameras, a crying badge, the sound level, camera health, the
+// night's timeline and its cries (each with its picture, played from its clip). Every URL is
+// relative, so the page works under Home Assistant's ingress path. Plain DOM and <video>: the
+// companion app's Android WebView runs it as it is.
 "use strict";
 
 // Half a second: the crying badge shows within 2 s of a cry (detection takes about 1.2 s).
@@ -15,6 +17,9 @@ const STREAM_CHOICES = ["auto", "main", "sub"];
 const cards = new Map(); // camera name -> {el, player, camera}
 let listening = localStorage.getItem("vigil.listen") || "";
 let focused = "";
+let episodes = []; // the night's cries, every camera, newest first
+let episodeOpen = false;
+let cryingKey = ""; // which cameras cry now: the list is reloaded when that changes
 
 function $(sel, root = document) {
   return root.querySelector(sel);
@@ -87,6 +92,9 @@ function createCard(camera) {
   video.poster = `api/frame.jpeg?src=${encodeURIComponent(camera.name)}&width=640`;
   const card = { el, video, camera, player: null, history: null, remote: false };
   $(".video-box", el).addEventListener("click", () => openFocus(camera.name));
+  const timeline = $(".timeline", el);
+  timeline.dataset.camera = camera.name;
+  timeline.addEventListener("click", onTimelineClick);
   $(".level", el).addEventListener("click", (ev) => {
     ev.stopPropagation();
     setListening(listening === camera.name ? "" : camera.name);
@@ -264,11 +272,12 @@ function drawTimeline(box, history, large) {
   }
   if (history) {
     for (const ep of history.episodes || []) {
-      const x0 = x(Math.max(ep.started_ms, from));
       const x1 = x(ep.ended_ms || now);
+      // At least 6 px wide, and inside the picture: a finger must be able to tap it.
+      const x0 = Math.min(x(Math.max(ep.started_ms, from)), x1 - 6, w - 6);
       const when = new Date(ep.started_ms).toLocaleTimeString() +
         (ep.ended_ms ? " – " + new Date(ep.ended_ms).toLocaleTimeString() : " (now)");
-      parts.push(`<rect class="episode" x="${x0}" y="0" width="${Math.max(2, x1 - x0)}" height="${h - 12}"><title>Crying ${when}, peak ${Math.round(ep.peak_score * 100)}%</title></rect>`);
+      parts.push(`<rect class="episode" data-started="${ep.started_ms}" x="${x0}" y="0" width="${Math.min(w, x1) - x0}" height="${h - 12}"><title>Crying ${when}, peak ${Math.round(ep.peak_score * 100)}%</title></rect>`);
     }
     const pts = (history.buckets || [])
       .filter((b) => b.start_ms >= from)
@@ -291,12 +300,14 @@ function openFocus(name) {
   if (!card) return;
   focused = name;
   $("#focus-title").textContent = title(name);
+  $("#focus-timeline").dataset.camera = name;
   $("#focus-video").append(card.video); // the same video element; the main stream if wanted
   $("#focus").hidden = false;
   history.pushState({ focus: name }, "");
   applyStream(card);
   updateFocus(card);
   drawTimeline($("#focus-timeline"), card.history, true);
+  drawEpisodes();
 }
 
 function closeFocus() {
@@ -316,9 +327,155 @@ function updateFocus(card) {
 }
 
 $("#back").addEventListener("click", () => history.back());
-window.addEventListener("popstate", () => focused && closeFocus());
+$("#focus-timeline").addEventListener("click", onTimelineClick);
+window.addEventListener("popstate", () => {
+  if (episodeOpen) closeEpisode();
+  else if (focused) closeFocus();
+});
 document.addEventListener("keydown", (ev) => {
-  if (ev.key === "Escape" && focused) history.back();
+  if (ev.key === "Escape" && (episodeOpen || focused)) history.back();
+});
+
+// ---- the night's cries -------------------------------------------------------------------
+
+async function loadEpisodes() {
+  try {
+    episodes = (await getJson(`api/panel/episodes?hours=${TIMELINE_HOURS}`)).episodes || [];
+  } catch (e) {
+    return;
+  }
+  drawEpisodes();
+}
+
+function pad(n) {
+  return String(n).padStart(2, "0");
+}
+
+/** A cry's start as the clock showed it: 03:12. */
+function clock(ms) {
+  const d = new Date(ms);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+/** How long a cry lasted: "25 s", "1 min 5 s", or "crying now". */
+function lasted(ep) {
+  if (!ep.ended_ms) return "crying now";
+  const s = Math.max(1, Math.round((ep.ended_ms - ep.started_ms) / 1000));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  return s % 60 ? `${m} min ${s % 60} s` : `${m} min`;
+}
+
+function peak(ep) {
+  return `peak ${Math.round(ep.peak_score * 100)} %`;
+}
+
+/** A clip's URL: its path under the clips folder, each part escaped, relative to the panel. */
+function clipUrl(path) {
+  return "api/clips/" + path.split("/").map(encodeURIComponent).join("/");
+}
+
+function episodeItem(ep, showCamera) {
+  const li = $("#episode-item").content.firstElementChild.cloneNode(true);
+  const button = $(".episode-item", li);
+  button.dataset.camera = ep.camera;
+  button.dataset.started = ep.started_ms;
+  button.classList.toggle("ongoing", !ep.ended_ms);
+  $(".ep-time", li).textContent = clock(ep.started_ms);
+  $(".ep-camera", li).textContent = showCamera ? title(ep.camera) : "";
+  $(".ep-duration", li).textContent = lasted(ep);
+  $(".ep-peak", li).textContent = peak(ep);
+  $(".ep-clip", li).textContent = ep.clips && ep.clips.length ? " · clip" : "";
+  if (ep.picture) {
+    const img = $("img", li);
+    img.src = ep.picture;
+    img.hidden = false;
+  }
+  button.addEventListener("click", () => openEpisode(ep.camera, ep.started_ms));
+  return li;
+}
+
+/** Fills `list` with `items`, unless they are what it already shows (no flicker). */
+function drawEpisodeList(list, items, showCamera) {
+  const key = JSON.stringify(items.map((e) => [e.camera, e.started_ms, e.ended_ms, e.peak_score, e.picture, e.clips, showCamera]));
+  list.parentElement.querySelector(".episodes-empty").hidden = items.length > 0;
+  if (list.dataset.key === key) return;
+  list.dataset.key = key;
+  list.replaceChildren(...items.map((ep) => episodeItem(ep, showCamera)));
+}
+
+function drawEpisodes() {
+  drawEpisodeList($("#episode-list"), episodes, cards.size > 1);
+  if (focused) drawEpisodeList($("#focus-episodes"), episodes.filter((e) => e.camera === focused), false);
+}
+
+/** An episode by camera and start: from the list, else from the camera's timeline. */
+function findEpisode(camera, started) {
+  const listed = episodes.find((e) => e.camera === camera && e.started_ms === started);
+  if (listed) return listed;
+  const card = cards.get(camera);
+  const timeline = (card && card.history && card.history.episodes) || [];
+  const ep = timeline.find((e) => e.started_ms === started);
+  return ep ? Object.assign({ camera, clips: [], picture: null }, ep) : null;
+}
+
+function onTimelineClick(ev) {
+  const rect = ev.target.closest && ev.target.closest("rect.episode");
+  if (!rect) return;
+  ev.stopPropagation();
+  openEpisode(ev.currentTarget.dataset.camera, Number(rect.dataset.started));
+}
+
+/** Opens a cry: its clip with the player's controls (seeking included), else its picture. */
+function openEpisode(camera, started) {
+  const ep = findEpisode(camera, started);
+  if (!ep) return;
+  const video = $("#episode-video");
+  const picture = $("#episode-picture");
+  const note = $("#episode-note");
+  $("#episode-title").textContent = `${title(camera)} · ${clock(ep.started_ms)}`;
+  $("#episode-details").textContent = `${lasted(ep)} · ${peak(ep)}`;
+  note.hidden = true;
+  const clips = ep.clips || [];
+  if (clips.length) {
+    picture.hidden = true;
+    video.hidden = false;
+    video.poster = ep.picture || "";
+    video.src = clipUrl(clips[0]);
+    video.play().catch(() => {});
+  } else {
+    stopClip();
+    video.hidden = true;
+    picture.hidden = !ep.picture;
+    if (ep.picture) picture.src = ep.picture;
+    note.textContent = ep.ended_ms ? "No clip of this cry." : "Crying now: its clip is being recorded.";
+    note.hidden = false;
+  }
+  $("#episode").hidden = false;
+  if (!episodeOpen) history.pushState({ episode: started }, "");
+  episodeOpen = true;
+}
+
+function stopClip() {
+  const video = $("#episode-video");
+  video.pause();
+  video.removeAttribute("src");
+  video.removeAttribute("poster");
+  video.load();
+}
+
+function closeEpisode() {
+  stopClip();
+  $("#episode").hidden = true;
+  episodeOpen = false;
+}
+
+$("#episode-back").addEventListener("click", () => history.back());
+$("#episode-video").addEventListener("error", () => {
+  if (!$("#episode-video").getAttribute("src")) return;
+  const note = $("#episode-note");
+  note.textContent = "This clip cannot be played yet: it is still being recorded, or it was removed.";
+  note.hidden = false;
 });
 
 // ---- the loop ----------------------------------------------------------------------------
@@ -342,6 +499,18 @@ async function refresh() {
     updateCard(card, camera);
   }
   applyListening();
+  // A cry began or ended: the list and the timelines show it now, and again a moment later,
+  // once the onset's picture is kept.
+  const nowCrying = state.cameras.map((c) => `${c.name}:${!!(c.cry && c.cry.crying)}`).join(",");
+  if (nowCrying !== cryingKey) {
+    const first = !cryingKey;
+    cryingKey = nowCrying;
+    loadEpisodes();
+    if (!first) {
+      cards.forEach(loadHistory);
+      setTimeout(loadEpisodes, 3000);
+    }
+  }
 }
 
 applyTheme();
@@ -359,7 +528,10 @@ window.addEventListener("resize", () => {
   }, 200);
 });
 setInterval(refresh, STATE_EVERY_MS);
-setInterval(() => cards.forEach(loadHistory), HISTORY_EVERY_MS);
+setInterval(() => {
+  cards.forEach(loadHistory);
+  loadEpisodes();
+}, HISTORY_EVERY_MS);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refresh();
 });
