@@ -156,6 +156,7 @@ fn the_panel_lists_the_nights_cries_and_opens_one_on_a_phone_and_a_desktop() {
         let record = &record["episodes"][0];
         let started = record["started_ms"].as_u64().unwrap();
         let lasted_ms = record["ended_ms"].as_u64().unwrap() - started;
+        assert_eq!(ended["started"], started, "the list shows this episode: {ended}");
         // The cry the test played, heard within a few seconds of becoming audible.
         assert!(
             started + 1000 >= played.min(audible) && started <= audible + 5000,

@@ -243,7 +243,7 @@ mod tests {
     fn events_go_once_in_order_and_stale_ones_are_dropped() {
         let mut o = Outbox::new();
         let t0 = Instant::now();
-        let mut sent_events = |o: &mut Outbox, now: Instant| {
+        let sent_events = |o: &mut Outbox, now: Instant| {
             let mut out = Vec::new();
             o.flush_events(now, |t, m| {
                 assert!(!m.retain, "an event is never retained");

@@ -282,7 +282,7 @@ async fn episodes(State(web): State<WebState>, Query(q): Query<EpisodesQuery>) -
                 }
             }));
         }
-        episodes.sort_by(|a, b| b.started_ms.cmp(&a.started_ms));
+        episodes.sort_by_key(|e| std::cmp::Reverse(e.started_ms));
         episodes
     })
     .await;
