@@ -2,8 +2,9 @@
 //! microphone reaches the `vigil` binary over RTSP, YAMNet hears it, and a real Home Assistant
 //! core, through a real mosquitto, sees `event.nursery_cry` fire `cry_started` and then
 //! `cry_ended` (with the episode's duration and peak score), and counts the cry in the "last
-//! 12 h" sensors. The event is never retained: Home Assistant's birth message, which makes Vigil
-//! publish everything again, does not fire it a second time.
+//! 12 h" sensors; DOCS.md's automation on `cry_ended` runs once. The event is never retained:
+//! Home Assistant's birth message, which makes Vigil publish everything again, does not fire it
+//! a second time.
 
 mod common;
 
@@ -22,6 +23,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const EVENT: &str = "event.nursery_cry";
 const CRIES: &str = "sensor.nursery_cries_in_the_last_12_h";
 const CRYING_TIME: &str = "sensor.nursery_crying_time_in_the_last_12_h";
+/// The automation DOCS.md shows: on the event entity, for `cry_ended` only.
+const ON_CRY_ENDED: &str = "automation.nursery_cry_ended";
 
 /// Waits until the event entity has fired `event_type` (its state is the time it fired).
 fn wait_event(ha: &HomeAssistant, event_type: &str, vigil: &Vigil) -> Value {
@@ -51,7 +54,9 @@ fn number(state: &Value) -> f64 {
 #[test]
 fn a_cry_fires_home_assistants_cry_event_and_counts_in_the_last_12_hours() {
     let broker = Mosquitto::start(PASSWORD);
-    let ha = HomeAssistant::start("", |_| {});
+    let ha = HomeAssistant::start("automation: !include automations.yaml\n", |config| {
+        std::fs::write(config.join("automations.yaml"), "[]\n").unwrap();
+    });
     ha.setup_mqtt(broker.port, USER, PASSWORD);
     let mut camera = FakeCamera::start(&["--audio", "pcma"]);
     let ports = Ports::free();
@@ -76,6 +81,20 @@ fn a_cry_fires_home_assistants_cry_event_and_counts_in_the_last_12_hours() {
     assert_eq!(time["attributes"]["unit_of_measurement"], "min", "{time:#}");
     assert_eq!(time["attributes"]["device_class"], "duration", "{time:#}");
 
+    // DOCS.md's automation on the end of a cry.
+    let saved = ha.post(
+        "config/automation/config/nursery_cry_ended",
+        serde_json::json!({
+            "alias": "Nursery cry ended",
+            "triggers": [{"trigger": "state", "entity_id": EVENT, "not_from": "unavailable"}],
+            "conditions": [{"condition": "state", "entity_id": EVENT, "attribute": "event_type", "state": "cry_ended"}],
+            "actions": [{"event": "vigil_test_cry_ended"}],
+        }),
+    );
+    assert_eq!(saved["result"], "ok", "{saved}");
+    ha.wait_state(ON_CRY_ENDED, "on", WAIT);
+    let last_triggered = || ha.state(ON_CRY_ENDED).unwrap()["attributes"]["last_triggered"].clone();
+
     let clip = common::cry::clip();
     camera.play(&clip);
     let started = wait_event(&ha, "cry_started", &vigil);
@@ -91,6 +110,10 @@ fn a_cry_fires_home_assistants_cry_event_and_counts_in_the_last_12_hours() {
     );
     // Counted as soon as it starts.
     ha.wait_number(CRIES, 1.0, WAIT);
+    assert!(
+        last_triggered().is_null(),
+        "the automation ran at the start"
+    );
 
     let ended = wait_event(&ha, "cry_ended", &vigil);
     let ended_at = ended["state"].as_str().unwrap().to_string();
@@ -114,6 +137,16 @@ fn a_cry_fires_home_assistants_cry_event_and_counts_in_the_last_12_hours() {
         ended["attributes"].get("clip").is_some(),
         "the clip attribute is there (null without a clip): {ended:#}"
     );
+
+    let deadline = Instant::now() + WAIT;
+    while last_triggered().is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "the automation never ran at the end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ran_at = last_triggered();
 
     // One cry, and its minutes: the crying time is the episode's duration.
     let cries = ha.wait_number(CRIES, 1.0, WAIT);
@@ -146,6 +179,7 @@ fn a_cry_fires_home_assistants_cry_event_and_counts_in_the_last_12_hours() {
     std::thread::sleep(Duration::from_secs(2));
     let after = ha.state(EVENT).unwrap();
     assert_eq!(after["state"], ended["state"], "fired again: {after:#}");
+    assert_eq!(last_triggered(), ran_at, "the automation ran again");
     assert!(
         probe.on("vigil/nursery/cry").is_empty(),
         "{:?}",
