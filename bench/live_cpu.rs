@@ -170,6 +170,7 @@ async fn serve(cameras: Cameras, dir: &TempDir, token: CancellationToken) -> u16
         names: Default::default(),
         rtsp_port: 8554,
         cry_pictures: dir.path().join(vigil::cry_pictures::PICTURES_DIR),
+        clips: vigil::clips::Clips::new(&config.clips, config.clips_dir(), &[]),
     };
     let port = free_port();
     let listener = vigil::web::bind("web_port", port).await.unwrap();

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::audio::{self, CryReading};
 use crate::camera::restream::{self, Restream};
 use crate::camera::{self, CameraState, CameraStatus, Cameras, IngestOptions};
+use crate::clips::Clips;
 use crate::config::{CameraSource, Config};
 use crate::cry_pictures::CryPictures;
 use crate::homeassistant::{self, HaCamerasSetup};
@@ -103,6 +104,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     mqtt_setup.detection = detection.clone();
     let mqtt_status = mqtt::start(mqtt_setup, &tracker, shutdown.child_token());
 
+    // --- Cry clips: a recorder per camera, listed in the episodes and served by the panel.
+    let main_streams: Vec<_> = cameras.iter().cloned().collect();
+    let camera_names: Vec<String> = main_streams.iter().map(|c| c.name().to_string()).collect();
+    let clips = Clips::new(&config.clips, config.clips_dir(), &camera_names);
+    clips
+        .start(
+            detection.as_ref(),
+            &main_streams,
+            &tracker,
+            shutdown.child_token(),
+        )
+        .await;
+
     // --- Live view (WebRTC, MSE, snapshots) on both HTTP servers.
     tracker.spawn_blocking(crate::live::prewarm);
     let live = Live::new(
@@ -120,6 +134,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         names: web::StreamNames::default(),
         rtsp_port: config.rtsp_port,
         cry_pictures: cry_pictures.dir().to_path_buf(),
+        clips: clips.clone(),
     };
     let panel = web::panel_router(state.clone(), config.web_allow.clone());
     let api = web::api_router(

@@ -14,6 +14,8 @@
 //! - [`homeassistant`]: one Generic Camera entry per camera in Home Assistant, via the
 //!   Supervisor's proxy to Home Assistant's API.
 //! - [`audio`]: cry detection (YAMNet and the detector) and what it reports.
+//! - [`clips`]: an MP4 of each cry episode (pre-roll, cry, tail) in the clips folder, with
+//!   retention.
 //! - [`cry_pictures`]: a JPEG at each cry onset, bounded on disk, for MQTT's image entity.
 //! - [`app`]: wiring and the shutdown order.
 //! - [`cli`], [`logging`]: the command line and log output.
@@ -22,6 +24,7 @@ pub mod app;
 pub mod audio;
 pub mod camera;
 pub mod cli;
+pub mod clips;
 pub mod config;
 pub mod cry_pictures;
 pub mod homeassistant;

@@ -63,6 +63,8 @@ pub enum ConsumerKind {
     Snapshot,
     /// A shared per-camera transcoder (Opus audio for WebRTC), not a viewer itself.
     Transcoder,
+    /// The camera's cry-clip recorder (its pre-roll buffer), not a viewer either.
+    Recorder,
 }
 
 /// Limits that keep one camera's memory and one slow consumer in check.

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 pub use ice::{IceKind, IceServer};
 pub use raw::{
-    CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CAMERA_LATENCY_MS, DEFAULT_CRY_HOLD,
-    DEFAULT_CRY_MIN_LEVEL, DEFAULT_CRY_THRESHOLD, DEFAULT_RTSP_PORT, DEFAULT_STALL_TIMEOUT,
-    DEFAULT_WEB_PORT, ICE_SERVER_KEYS, LOG_LEVELS, MQTT_KEYS, TOP_KEYS,
+    CAMERA_KEYS, DEFAULT_API_PORT, DEFAULT_CAMERA_LATENCY_MS, DEFAULT_CLIP_MAX_MB,
+    DEFAULT_CLIP_RETENTION_DAYS, DEFAULT_CRY_HOLD, DEFAULT_CRY_MIN_LEVEL, DEFAULT_CRY_THRESHOLD,
+    DEFAULT_RTSP_PORT, DEFAULT_STALL_TIMEOUT, DEFAULT_WEB_PORT, ICE_SERVER_KEYS, LOG_LEVELS,
+    MQTT_KEYS, TOP_KEYS,
 };
 
 use crate::secret::{Secret, redact_url};
@@ -28,6 +29,13 @@ pub const ADDON_OPTIONS_PATH: &str = "/data/options.json";
 
 /// Where the add-on keeps state between restarts.
 pub const ADDON_DATA_DIR: &str = "/data";
+
+/// Where the add-on writes cry clips: Home Assistant's media folder (mapped read-write), so its
+/// Media browser lists them under My media → vigil.
+pub const ADDON_CLIPS_DIR: &str = "/media/vigil";
+
+/// The clips folder under the standalone data directory, without `clips_dir`.
+pub const STANDALONE_CLIPS_SUBDIR: &str = "clips";
 
 /// The standalone data directory: `$XDG_STATE_HOME/vigil`, else `~/.local/state/vigil`, else
 /// `./vigil-data`.
@@ -132,6 +140,7 @@ pub struct Config {
     /// The YAMNet model file; `None` = the image's, else `models/` of a source checkout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub yamnet_model: Option<PathBuf>,
+    pub clips: ClipOptions,
     pub rtsp_port: u16,
     /// Credentials a client must give to play the restream; `None` = open.
     pub rtsp_auth: Option<Credentials>,
@@ -196,6 +205,16 @@ impl Config {
         serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot print options: {e}\n"))
     }
 
+    /// Where cry clips go: `/media/vigil` in the add-on; standalone `clips_dir`, else `clips`
+    /// under the data directory (which `--data-dir` may change after loading).
+    pub fn clips_dir(&self) -> PathBuf {
+        match (self.mode, &self.clips.dir) {
+            (Mode::Addon, _) => PathBuf::from(ADDON_CLIPS_DIR),
+            (Mode::Standalone, Some(dir)) => dir.clone(),
+            (Mode::Standalone, None) => self.data_dir.join(STANDALONE_CLIPS_SUBDIR),
+        }
+    }
+
     /// True when no camera is configured and the built-in demo camera runs instead.
     pub fn uses_demo_camera(&self) -> bool {
         self.cameras.is_empty()
@@ -231,6 +250,30 @@ fn is_json(path: &Path) -> bool {
 
 /// The demo camera's name, and so its restream path (`rtsp://<host>:8554/demo`).
 pub const DEMO_CAMERA_NAME: &str = "demo";
+
+/// The cry clips' options.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClipOptions {
+    /// A clip of every cry episode (`clips`).
+    #[serde(rename = "clips")]
+    pub enabled: bool,
+    /// Clips older than this many days are deleted (`clip_retention_days`).
+    #[serde(rename = "clip_retention_days")]
+    pub retention_days: u32,
+    /// All clips together stay under this many bytes, the oldest deleted first (`clip_max_mb`).
+    #[serde(rename = "clip_max_mb", serialize_with = "as_megabytes")]
+    pub max_bytes: u64,
+    /// Standalone `clips_dir`; see [`Config::clips_dir`].
+    #[serde(rename = "clips_dir", skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+/// A megabyte as `clip_max_mb` counts it (MiB: what file managers show).
+pub const MEGABYTE: u64 = 1024 * 1024;
+
+fn as_megabytes<S: serde::Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(bytes / MEGABYTE)
+}
 
 /// One camera from the options.
 #[derive(Debug, Clone, serde::Serialize)]

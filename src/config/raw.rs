@@ -17,6 +17,10 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_CAMERA_LATENCY_MS: i64 = 100;
 /// Seconds without a frame before a camera's connection is restarted.
 pub const DEFAULT_STALL_TIMEOUT: i64 = 5;
+/// Days a cry clip is kept.
+pub const DEFAULT_CLIP_RETENTION_DAYS: i64 = 7;
+/// Megabytes all cry clips together may take.
+pub const DEFAULT_CLIP_MAX_MB: i64 = 1000;
 
 /// Top-level option keys, in the order the options form shows them.
 pub const TOP_KEYS: &[&str] = &[
@@ -25,6 +29,10 @@ pub const TOP_KEYS: &[&str] = &[
     "cry_min_level",
     "cry_hold",
     "yamnet_model",
+    "clips",
+    "clip_retention_days",
+    "clip_max_mb",
+    "clips_dir",
     "rtsp_port",
     "rtsp_username",
     "rtsp_password",
@@ -65,6 +73,11 @@ pub struct RawOptions {
     pub cry_min_level: f64,
     pub cry_hold: f64,
     pub yamnet_model: Option<String>,
+    pub clips: bool,
+    pub clip_retention_days: i64,
+    pub clip_max_mb: i64,
+    /// Standalone only: where the clips go (the add-on's are in `/media/vigil`).
+    pub clips_dir: Option<String>,
     pub rtsp_port: i64,
     pub rtsp_username: Option<String>,
     pub rtsp_password: Option<String>,
@@ -93,6 +106,10 @@ impl Default for RawOptions {
             cry_min_level: DEFAULT_CRY_MIN_LEVEL,
             cry_hold: DEFAULT_CRY_HOLD,
             yamnet_model: None,
+            clips: true,
+            clip_retention_days: DEFAULT_CLIP_RETENTION_DAYS,
+            clip_max_mb: DEFAULT_CLIP_MAX_MB,
+            clips_dir: None,
             rtsp_port: DEFAULT_RTSP_PORT.into(),
             rtsp_username: None,
             rtsp_password: None,

@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::raw::{self, RawOptions};
 use super::{
-    CAMERA_URL_SCHEMES, CameraConfig, CameraSource, CameraUrl, Config, ConfigError, Credentials,
-    INGRESS_GATEWAY, IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem, SUB_STREAM_SUFFIX,
-    StreamProtocol,
+    CAMERA_URL_SCHEMES, CameraConfig, CameraSource, CameraUrl, ClipOptions, Config, ConfigError,
+    Credentials, INGRESS_GATEWAY, IceServer, IpNet, LogLevel, Mode, MqttOptions, Problem,
+    SUB_STREAM_SUFFIX, StreamProtocol,
 };
 use crate::secret::{Secret, redact_url};
 
@@ -28,6 +28,11 @@ const MAX_CAMERA_NAME: usize = 32;
 const MIN_CRY_MIN_LEVEL: f64 = -100.0;
 /// The longest hold: beyond five minutes two cries are two episodes for any parent.
 const MAX_CRY_HOLD: f64 = 300.0;
+/// A year of clips at most; the add-on's schema says the same.
+const MAX_CLIP_RETENTION_DAYS: i64 = 365;
+/// Room for a few clips at least, and at most about a terabyte.
+const MIN_CLIP_MAX_MB: i64 = 50;
+const MAX_CLIP_MAX_MB: i64 = 1_000_000;
 
 /// Parses YAML (a superset of JSON) or strict JSON into a value; an empty file is `{}`.
 pub(super) fn parse_text(text: &str, json: bool) -> Result<Value, ConfigError> {
@@ -317,6 +322,16 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         raw::DEFAULT_CRY_HOLD,
         &mut push,
     );
+    let clips = check_clips(
+        RawClips {
+            enabled: raw.clips,
+            retention_days: raw.clip_retention_days,
+            max_mb: raw.clip_max_mb,
+            dir: raw.clips_dir,
+        },
+        mode,
+        &mut push,
+    );
     let yamnet_model = raw
         .yamnet_model
         .filter(|p| !p.trim().is_empty())
@@ -445,6 +460,7 @@ fn check_values(raw: RawOptions, mode: Mode, problems: &mut Vec<Problem>) -> Con
         cry_min_level: cry_min_level as f32,
         cry_hold,
         yamnet_model,
+        clips,
         rtsp_port,
         rtsp_auth,
         camera_latency,
@@ -546,6 +562,57 @@ pub fn check_camera_url(url: &str) -> Result<(), String> {
         return Err(format!("'{shown}' has spaces around it; remove them"));
     }
     Ok(())
+}
+
+/// The clip keys of [`RawOptions`].
+struct RawClips {
+    enabled: bool,
+    retention_days: i64,
+    max_mb: i64,
+    dir: Option<String>,
+}
+
+/// The cry clips' options; `clips_dir` only standalone (the add-on's clips are Home Assistant
+/// media, in `/media/vigil`).
+fn check_clips(raw: RawClips, mode: Mode, push: &mut impl FnMut(String, String)) -> ClipOptions {
+    let retention_days = check_whole_range(
+        "clip_retention_days",
+        raw.retention_days,
+        (1, MAX_CLIP_RETENTION_DAYS),
+        "days",
+        raw::DEFAULT_CLIP_RETENTION_DAYS,
+        push,
+    )
+    .unwrap_or(raw::DEFAULT_CLIP_RETENTION_DAYS as u64) as u32;
+    let max_mb = check_whole_range(
+        "clip_max_mb",
+        raw.max_mb,
+        (MIN_CLIP_MAX_MB, MAX_CLIP_MAX_MB),
+        "megabytes",
+        raw::DEFAULT_CLIP_MAX_MB,
+        push,
+    )
+    .unwrap_or(raw::DEFAULT_CLIP_MAX_MB as u64);
+    let dir = raw
+        .dir
+        .filter(|d| !d.trim().is_empty())
+        .map(std::path::PathBuf::from);
+    if mode == Mode::Addon && dir.is_some() {
+        push(
+            "clips_dir".into(),
+            format!(
+                "only standalone Vigil takes it; the add-on keeps its clips in {} (Home \
+                 Assistant's Media → My media → vigil): remove the key",
+                super::ADDON_CLIPS_DIR
+            ),
+        );
+    }
+    ClipOptions {
+        enabled: raw.enabled,
+        retention_days,
+        max_bytes: max_mb * super::MEGABYTE,
+        dir,
+    }
 }
 
 /// `value` must lie in `range` (inclusive); else a problem saying what is allowed.
@@ -745,6 +812,48 @@ mod tests {
         assert!(config.web_allow.is_empty());
         let addon = Config::from_yaml("cameras: []\nmqtt: {}", Mode::Addon).unwrap();
         assert_eq!(addon.web_allow, vec![IpNet::host(INGRESS_GATEWAY)]);
+    }
+
+    #[test]
+    fn clip_options() {
+        let config = Config::from_yaml("", Mode::Standalone).unwrap();
+        assert!(config.clips.enabled);
+        assert_eq!(config.clips.retention_days, 7);
+        assert_eq!(config.clips.max_bytes, 1000 * 1024 * 1024);
+        assert_eq!(config.clips_dir(), config.data_dir.join("clips"));
+        let config = Config::from_yaml(
+            "clips: false\nclip_retention_days: 30\nclip_max_mb: 200\nclips_dir: /srv/clips",
+            Mode::Standalone,
+        )
+        .unwrap();
+        assert!(!config.clips.enabled);
+        assert_eq!(config.clips.retention_days, 30);
+        assert_eq!(config.clips.max_bytes, 200 * 1024 * 1024);
+        assert_eq!(config.clips_dir(), std::path::Path::new("/srv/clips"));
+        let addon = Config::from_yaml("cameras: []\nmqtt: {}", Mode::Addon).unwrap();
+        assert_eq!(addon.clips_dir(), std::path::Path::new("/media/vigil"));
+
+        check(
+            "clip_retention_days: 0",
+            "clip_retention_days",
+            &["1 to 365 days", "default 7"],
+        );
+        check(
+            "clip_max_mb: 10",
+            "clip_max_mb",
+            &["50 to 1000000 megabytes", "default 1000"],
+        );
+        check("clips: sometimes", "clips", &["true or false"]);
+        let addon_problems = match Config::from_yaml("clips_dir: /media/x", Mode::Addon) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        };
+        assert!(
+            addon_problems
+                .iter()
+                .any(|p| p.starts_with("clips_dir:") && p.contains("/media/vigil")),
+            "{addon_problems:?}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod streams;
 
 use crate::audio::Detection;
 use crate::camera::{CameraHandle, Cameras};
+use crate::clips::Clips;
 use crate::config::IpNet;
 use crate::live::{Live, LiveError};
 use crate::mqtt::MqttStatus;
@@ -52,6 +53,8 @@ pub struct WebState {
     pub rtsp_port: u16,
     /// The cry pictures' directory ([`crate::cry_pictures`]), for the panel's episodes.
     pub cry_pictures: std::path::PathBuf,
+    /// The cry clips: their folder (served at `/api/clips/…`) and each camera's clip status.
+    pub clips: Clips,
 }
 
 impl std::fmt::Debug for WebState {

@@ -21,6 +21,7 @@ use super::WebState;
 use crate::audio::CryReading;
 use crate::camera::{CameraHandle, CameraStatus, ConsumerKind};
 use crate::cry_pictures;
+use crate::clips::ClipsStatus;
 use crate::mqtt::MqttStatus;
 
 /// The longest timeline the panel may ask for (the detector keeps 24 h).
@@ -35,6 +36,7 @@ pub fn routes() -> Router<WebState> {
         .route("/api/panel/history", get(history))
         .route("/api/panel/episodes", get(episodes))
         .route("/api/panel/cry-pictures/{camera}/{file}", get(cry_picture))
+        .route("/api/clips/{*path}", get(clip))
 }
 
 const INDEX_HTML: &str = include_str!("ui/index.html");
@@ -113,6 +115,8 @@ pub struct CameraView {
     pub detection: DetectionView,
     /// The detector's latest reading; `None` while it has heard nothing from this camera.
     pub cry: Option<CryReading>,
+    /// What the camera's cry clips are doing, and why none can be written if so.
+    pub clips: Option<ClipsStatus>,
 }
 
 /// A camera's sub stream: its name (the player's `src`), health and viewers.
@@ -146,7 +150,12 @@ fn viewers(stream: &CameraHandle) -> usize {
     stream
         .consumers()
         .iter()
-        .filter(|k| !matches!(k, ConsumerKind::Snapshot | ConsumerKind::Transcoder))
+        .filter(|k| {
+            !matches!(
+                k,
+                ConsumerKind::Snapshot | ConsumerKind::Transcoder | ConsumerKind::Recorder
+            )
+        })
         .count()
 }
 
@@ -171,6 +180,7 @@ fn camera_view(web: &WebState, camera: &CameraHandle) -> CameraView {
             .as_ref()
             .and_then(|d| d.reading(camera.name()))
             .filter(|r| r.at != SystemTime::UNIX_EPOCH),
+        clips: web.clips.status(camera.name()),
     }
 }
 
@@ -354,4 +364,32 @@ async fn history(State(web): State<WebState>, Query(q): Query<HistoryQuery>) -> 
         .and_then(|d| d.history(&q.camera, since))
         .unwrap_or_default();
     axum::Json(history).into_response()
+}
+
+/// A finished cry clip, read-only, with Range requests (a phone seeks and plays while it
+/// downloads): `GET /api/clips/nursery/2026-12-04/03-12-45.mp4`, paths as episodes list them.
+/// Nothing outside the clips folder, and no clip still being written.
+async fn clip(
+    State(web): State<WebState>,
+    Path(path): Path<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, format!("no clip '{path}'\n")).into_response();
+    let Some(file) = crate::clips::paths::served_file(web.clips.root(), &path) else {
+        return not_found();
+    };
+    if !tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) {
+        return not_found();
+    }
+    match tower_http::services::ServeFile::new(&file)
+        .try_call(request)
+        .await
+    {
+        Ok(response) => response.map(axum::body::Body::new).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the clip '{path}': {e}\n"),
+        )
+            .into_response(),
+    }
 }

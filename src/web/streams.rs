@@ -75,8 +75,9 @@ pub fn stream(camera: &CameraHandle) -> Value {
         "consumers": camera
             .consumer_infos()
             .iter()
-            // The shared Opus transcoder feeds WebRTC viewers, who are listed themselves.
-            .filter(|c| c.kind != ConsumerKind::Transcoder)
+            // The shared Opus transcoder feeds WebRTC viewers, who are listed themselves; the
+            // clip recorder is Vigil's own.
+            .filter(|c| !matches!(c.kind, ConsumerKind::Transcoder | ConsumerKind::Recorder))
             .map(|c| consumer(c, &medias))
             .collect::<Vec<_>>(),
     })
@@ -120,6 +121,7 @@ fn consumer(info: &ConsumerInfo, medias: &[String]) -> Value {
         ConsumerKind::Snapshot => ("jpeg", "http"),
         // Filtered out in `stream`; named for completeness.
         ConsumerKind::Transcoder => ("transcoder", "internal"),
+        ConsumerKind::Recorder => ("mp4", "file"),
     };
     let mut consumer = json!({
         "format_name": format_name,
