@@ -1,7 +1,7 @@
 //! The night's story in Home Assistant, everything real: a cry clip played into the fake camera's
 //! microphone reaches the `vigil` binary over RTSP, YAMNet hears it, and a real Home Assistant
 //! core, through a real mosquitto, sees `event.nursery_cry` fire `cry_started` and then
-//! `cry_ended` (with the episode's duration and peak score), and counts the cry in the "last
+//! `cry_ended` (with the episode's duration, peak score and clip), and counts the cry in the "last
 //! 12 h" sensors; DOCS.md's automation on `cry_ended` runs once. The event is never retained:
 //! Home Assistant's birth message, which makes Vigil publish everything again, does not fire it
 //! a second time.
@@ -133,10 +133,17 @@ fn a_cry_fires_home_assistants_cry_event_and_counts_in_the_last_12_hours() {
         (50.0..=100.0).contains(&peak),
         "peak score {peak}: {ended:#}"
     );
+    // Its clip (recorded by default), relative to the clips folder, there once finished.
+    let clip_path = ended["attributes"]["clip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no clip: {ended:#}"))
+        .to_string();
     assert!(
-        ended["attributes"].get("clip").is_some(),
-        "the clip attribute is there (null without a clip): {ended:#}"
+        clip_path.starts_with("nursery/") && clip_path.ends_with(".mp4"),
+        "{ended:#}"
     );
+    let clip_file = vigil.data_dir.path().join("clips").join(&clip_path);
+    common::wait_until("the clip finished", WAIT, || clip_file.is_file());
 
     let deadline = Instant::now() + WAIT;
     while last_triggered().is_null() {
@@ -186,7 +193,8 @@ fn a_cry_fires_home_assistants_cry_event_and_counts_in_the_last_12_hours() {
         probe.on("vigil/nursery/cry")
     );
     println!(
-        "cry_started at {started_at}, cry_ended at {ended_at}: {duration} s, peak {peak} %, \
-         {minutes} min of crying"
+        "cry_started at {started_at} (clip {}), cry_ended at {ended_at}: {duration} s, peak \
+         {peak} %, clip {clip_path}, {minutes} min of crying",
+        started["attributes"]["clip"]
     );
 }

@@ -8,6 +8,7 @@
 //! Cry events become the event entity's messages (sent once, never retained) and refresh the
 //! "last 12 h" sensors, which are also recounted every minute as old cries leave the window.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ const QUEUE_RETRY: Duration = Duration::from_millis(50);
 /// How often the "last 12 h" sensors are recounted (a cry leaves the window as time passes).
 const TOTALS_EVERY: Duration = Duration::from_secs(60);
 
+/// How far an `Ended` event's `started_at` may be from its episode's recorded start.
+const EPISODE_START_SLACK: Duration = Duration::from_secs(5);
+
 /// How long the goodbye (`offline`, then disconnect) may take before the link is dropped.
 const GOODBYE_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -59,6 +63,10 @@ struct Session {
     detection: Option<Detection>,
     /// When the "last 12 h" sensors are recounted next.
     totals_at: Instant,
+    /// Each crying camera's episode key: its `Started` event's time, as the history and the clip
+    /// recorder know it (an `Ended` event's `started_at` is computed again from the stream
+    /// clock and may differ by some milliseconds).
+    open_episodes: HashMap<String, u64>,
 }
 
 /// Runs one broker session until `shutdown`.
@@ -144,6 +152,7 @@ pub(super) async fn run(
         retry_at: None,
         detection: setup.detection.clone(),
         totals_at: Instant::now(),
+        open_episodes: HashMap::new(),
     };
     let mut cry_events = setup.detection.as_ref().map(Detection::events);
     session.prepare(&devices);
@@ -315,16 +324,32 @@ impl Session {
         if !self.cameras.iter().any(|c| c.name == event.camera) {
             return;
         }
-        let started_ms = match event.change {
-            CryChange::Started { at, .. } => unix_ms(at),
-            CryChange::Ended { started_at, .. } => unix_ms(started_at),
+        let episode = match event.change {
+            CryChange::Started { at, .. } => {
+                let key = unix_ms(at);
+                self.open_episodes.insert(event.camera.clone(), key);
+                self.detection
+                    .as_ref()
+                    .and_then(|d| d.episode(&event.camera, key))
+            }
+            CryChange::Ended { started_at, .. } => {
+                let key = self.open_episodes.remove(&event.camera);
+                self.detection.as_ref().and_then(|d| match key {
+                    Some(key) => d.episode(&event.camera, key),
+                    // Its start was missed: the camera's newest episode is the one that ended.
+                    None => d
+                        .episodes(
+                            &event.camera,
+                            started_at
+                                .checked_sub(EPISODE_START_SLACK)
+                                .unwrap_or(std::time::UNIX_EPOCH),
+                        )
+                        .and_then(|episodes| episodes.into_iter().next_back()),
+                })
+            }
         };
         // The clip recorder lists a clip under the episode as it opens it.
-        let clip = self
-            .detection
-            .as_ref()
-            .and_then(|d| d.episode(&event.camera, started_ms))
-            .and_then(|e| e.clips.into_iter().next());
+        let clip = episode.and_then(|e| e.clips.into_iter().next());
         self.outbox.push_event(
             &state_topic(&event.camera, Entity::Cry),
             cry_event_payload(&event.change, clip.as_deref()),

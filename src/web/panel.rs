@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::WebState;
 use crate::audio::CryReading;
 use crate::camera::{CameraHandle, CameraStatus, ConsumerKind};
-use crate::cry_pictures;
 use crate::clips::ClipsStatus;
+use crate::cry_pictures;
 use crate::mqtt::MqttStatus;
 
 /// The longest timeline the panel may ask for (the detector keeps 24 h).
@@ -230,10 +230,19 @@ pub struct EpisodeView {
     /// `None` while the cry goes on.
     pub ended_ms: Option<u64>,
     pub peak_score: f32,
-    /// Relative to the clips folder, in order; each played from `api/clips/<path>`.
-    pub clips: Vec<String>,
+    /// The episode's clips, in order.
+    pub clips: Vec<ClipView>,
     /// The onset's picture, relative to the panel, while it is kept (the newest 20 per camera).
     pub picture: Option<String>,
+}
+
+/// One clip of an episode.
+#[derive(Debug, Serialize)]
+pub struct ClipView {
+    /// Relative to the clips folder; played from `api/clips/<path>`.
+    pub path: String,
+    /// Finished and served; a clip still being written (or deleted since) is not.
+    pub ready: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,7 +278,8 @@ async fn episodes(State(web): State<WebState>, Query(q): Query<EpisodesQuery>) -
         .into_response();
     };
     let pictures_dir = web.cry_pictures.clone();
-    // Listing the pictures reads directories: off the async threads.
+    let clips_root = web.clips.root().to_path_buf();
+    // Listing the pictures and looking at the clips read the disk: off the async threads.
     let listed = tokio::task::spawn_blocking(move || {
         let mut episodes = Vec::new();
         for camera in cameras {
@@ -288,7 +298,15 @@ async fn episodes(State(web): State<WebState>, Query(q): Query<EpisodesQuery>) -
                     started_ms: e.started_ms,
                     ended_ms: e.ended_ms,
                     peak_score: e.peak_score,
-                    clips: e.clips,
+                    clips: e
+                        .clips
+                        .into_iter()
+                        .map(|path| ClipView {
+                            ready: crate::clips::paths::served_file(&clips_root, &path)
+                                .is_some_and(|file| file.is_file()),
+                            path,
+                        })
+                        .collect(),
                 }
             }));
         }

@@ -19,6 +19,7 @@ let listening = localStorage.getItem("vigil.listen") || "";
 let focused = "";
 let episodes = []; // the night's cries, every camera, newest first
 let episodeOpen = false;
+let episodeWait = null; // while an opened cry's clip is being written: the timer asking again
 let cryingKey = ""; // which cameras cry now: the list is reloaded when that changes
 
 function $(sel, root = document) {
@@ -385,7 +386,7 @@ function episodeItem(ep, showCamera) {
   $(".ep-camera", li).textContent = showCamera ? title(ep.camera) : "";
   $(".ep-duration", li).textContent = lasted(ep);
   $(".ep-peak", li).textContent = peak(ep);
-  $(".ep-clip", li).textContent = ep.clips && ep.clips.length ? " · clip" : "";
+  $(".ep-clip", li).textContent = ep.clips && ep.clips.length ? " · ▶ clip" : "";
   if (ep.picture) {
     const img = $("img", li);
     img.src = ep.picture;
@@ -416,7 +417,10 @@ function findEpisode(camera, started) {
   const card = cards.get(camera);
   const timeline = (card && card.history && card.history.episodes) || [];
   const ep = timeline.find((e) => e.started_ms === started);
-  return ep ? Object.assign({ camera, clips: [], picture: null }, ep) : null;
+  if (!ep) return null;
+  // The timeline knows the clips' paths, not whether they are finished: asked again when shown.
+  const clips = (ep.clips || []).map((path) => ({ path, ready: false }));
+  return Object.assign({}, ep, { camera, clips, picture: null });
 }
 
 function onTimelineClick(ev) {
@@ -426,34 +430,60 @@ function onTimelineClick(ev) {
   openEpisode(ev.currentTarget.dataset.camera, Number(rect.dataset.started));
 }
 
-/** Opens a cry: its clip with the player's controls (seeking included), else its picture. */
+/** Opens a cry: its clip with the player's controls (seeking included) once it is finished;
+ * until then, or without a clip, its picture with a note. */
 function openEpisode(camera, started) {
   const ep = findEpisode(camera, started);
   if (!ep) return;
-  const video = $("#episode-video");
-  const picture = $("#episode-picture");
-  const note = $("#episode-note");
   $("#episode-title").textContent = `${title(camera)} · ${clock(ep.started_ms)}`;
   $("#episode-details").textContent = `${lasted(ep)} · ${peak(ep)}`;
-  note.hidden = true;
-  const clips = ep.clips || [];
-  if (clips.length) {
-    picture.hidden = true;
-    video.hidden = false;
-    video.poster = ep.picture || "";
-    video.src = clipUrl(clips[0]);
-    video.play().catch(() => {});
-  } else {
-    stopClip();
-    video.hidden = true;
-    picture.hidden = !ep.picture;
-    if (ep.picture) picture.src = ep.picture;
-    note.textContent = ep.ended_ms ? "No clip of this cry." : "Crying now: its clip is being recorded.";
-    note.hidden = false;
-  }
+  showEpisode(ep);
   $("#episode").hidden = false;
   if (!episodeOpen) history.pushState({ episode: started }, "");
   episodeOpen = true;
+}
+
+function showEpisode(ep) {
+  const video = $("#episode-video");
+  const picture = $("#episode-picture");
+  const note = $("#episode-note");
+  clearTimeout(episodeWait);
+  episodeWait = null;
+  const clip = (ep.clips || [])[0];
+  if (clip && clip.ready) {
+    note.hidden = true;
+    picture.hidden = true;
+    video.hidden = false;
+    const src = clipUrl(clip.path);
+    if (video.getAttribute("src") !== src) {
+      video.poster = ep.picture || "";
+      video.src = src;
+      video.play().catch(() => {});
+    }
+    return;
+  }
+  stopClip();
+  video.hidden = true;
+  picture.hidden = !ep.picture;
+  if (ep.picture) picture.src = ep.picture;
+  if (clip || !ep.ended_ms) {
+    note.textContent = "Its clip is being recorded: it plays here a few seconds after the cry ends.";
+    episodeWait = setTimeout(() => refreshOpenEpisode(ep.camera, ep.started_ms), 2000);
+  } else {
+    note.textContent = "No clip of this cry.";
+  }
+  note.hidden = false;
+}
+
+/** Asks again about a cry whose clip is being written, and plays it once it is finished. */
+async function refreshOpenEpisode(camera, started) {
+  await loadEpisodes();
+  if (!episodeOpen) return;
+  const ep = findEpisode(camera, started);
+  if (ep) {
+    $("#episode-details").textContent = `${lasted(ep)} · ${peak(ep)}`;
+    showEpisode(ep);
+  }
 }
 
 function stopClip() {
@@ -465,6 +495,8 @@ function stopClip() {
 }
 
 function closeEpisode() {
+  clearTimeout(episodeWait);
+  episodeWait = null;
   stopClip();
   $("#episode").hidden = true;
   episodeOpen = false;
