@@ -20,6 +20,8 @@ let focused = "";
 let episodes = []; // the night's cries, every camera, newest first
 let episodeOpen = false;
 let episodeWait = null; // while an opened cry's clip is being written: the timer asking again
+let episodePart = 0; // which of the opened cry's clips plays (a long cry has one per 2 minutes)
+let episodeShown = null; // the opened cry
 let cryingKey = ""; // which cameras cry now: the list is reloaded when that changes
 
 function $(sel, root = document) {
@@ -437,6 +439,7 @@ function openEpisode(camera, started) {
   if (!ep) return;
   $("#episode-title").textContent = `${title(camera)} · ${clock(ep.started_ms)}`;
   $("#episode-details").textContent = `${lasted(ep)} · ${peak(ep)}`;
+  episodePart = 0;
   showEpisode(ep);
   $("#episode").hidden = false;
   if (!episodeOpen) history.pushState({ episode: started }, "");
@@ -449,7 +452,11 @@ function showEpisode(ep) {
   const note = $("#episode-note");
   clearTimeout(episodeWait);
   episodeWait = null;
-  const clip = (ep.clips || [])[0];
+  episodeShown = ep;
+  const clips = ep.clips || [];
+  episodePart = Math.min(episodePart, Math.max(0, clips.length - 1));
+  drawParts(clips);
+  const clip = clips[episodePart];
   if (clip && clip.ready) {
     note.hidden = true;
     picture.hidden = true;
@@ -486,6 +493,24 @@ async function refreshOpenEpisode(camera, started) {
   }
 }
 
+/** A button per clip when a cry has several (one per 2 minutes of crying). */
+function drawParts(clips) {
+  const parts = $("#episode-parts");
+  parts.hidden = clips.length < 2;
+  parts.replaceChildren(...(clips.length < 2 ? [] : clips.map((clip, i) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "btn small";
+    button.textContent = `Part ${i + 1}`;
+    button.setAttribute("aria-pressed", i === episodePart ? "true" : "false");
+    button.addEventListener("click", () => {
+      episodePart = i;
+      showEpisode(episodeShown);
+    });
+    return button;
+  })));
+}
+
 function stopClip() {
   const video = $("#episode-video");
   video.pause();
@@ -503,6 +528,14 @@ function closeEpisode() {
 }
 
 $("#episode-back").addEventListener("click", () => history.back());
+// One part after the other, as one cry.
+$("#episode-video").addEventListener("ended", () => {
+  const clips = (episodeShown && episodeShown.clips) || [];
+  if (episodeOpen && episodePart + 1 < clips.length) {
+    episodePart += 1;
+    showEpisode(episodeShown);
+  }
+});
 $("#episode-video").addEventListener("error", () => {
   if (!$("#episode-video").getAttribute("src")) return;
   const note = $("#episode-note");
