@@ -45,6 +45,8 @@ RUNTIME_PACKAGES=(
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-x
     libgstrtspserver-1.0-0 ca-certificates
+    # cry clips are named in local time: the Supervisor's TZ needs the zone files
+    tzdata
 )
 TEST_PACKAGES=(
     mosquitto mosquitto-clients chromium ffmpeg shellcheck gstreamer1.0-tools

@@ -173,6 +173,34 @@ fn threshold_outside_zero_to_one() {
 }
 
 #[test]
+fn clip_options_out_of_range() {
+    rejects(
+        "clip_retention_days: 0",
+        "clip_retention_days",
+        &["0", "1 to 365 days", "default 7"],
+    );
+    rejects(
+        "clip_max_mb: 20",
+        "clip_max_mb",
+        &["20", "50 to 1000000 megabytes", "default 1000"],
+    );
+    rejects("clips: maybe", "clips", &["true or false"]);
+    rejects("clip_max_md: 100", "clip_max_md", &["clip_max_mb"]);
+    let (code, out, err) = check_config(
+        "options.yaml",
+        "clips: false\nclip_retention_days: 30\nclips_dir: /srv/clips\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("clips: false")
+            && out.contains("clip_retention_days: 30")
+            && out.contains("clip_max_mb: 1000")
+            && out.contains("clips_dir: /srv/clips"),
+        "{out}"
+    );
+}
+
+#[test]
 fn unknown_keys_name_the_closest_valid_one() {
     rejects("rtsp_prot: 8554", "rtsp_prot", &["unknown", "'rtsp_port'"]);
     rejects(

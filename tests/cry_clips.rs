@@ -408,3 +408,75 @@ fn a_nearly_full_or_read_only_disk_pauses_clips_without_harm() {
     );
     vigil.terminate();
 }
+
+/// Plays the cry on `camera` and waits until its episode lists a clip (the clip is being
+/// written); returns the clip's relative path.
+fn cry_until_a_clip_opens(camera: &mut FakeCamera, web_port: u16, name: &str) -> String {
+    let before = episodes(web_port, name).len();
+    camera.play(&clip());
+    let mut relative = String::new();
+    wait_until(
+        "a clip listed in the episode",
+        Duration::from_secs(30),
+        || match episodes(web_port, name).get(before) {
+            Some(e) => match e["clips"][0].as_str() {
+                Some(clip) => {
+                    relative = clip.to_string();
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        },
+    );
+    relative
+}
+
+#[test]
+fn a_camera_gone_or_vigil_stopping_mid_clip_leaves_a_clip_that_plays() {
+    let mut nursery = FakeCamera::start(&["--audio", "aac"]);
+    let mut playroom = FakeCamera::start(&["--audio", "aac"]);
+    let ports = Ports::free();
+    let options = ports.options(&format!(
+        "cameras:\n  - {{name: nursery, url: '{}'}}\n  - {{name: playroom, url: '{}'}}\n",
+        nursery.url(),
+        playroom.url()
+    ));
+    let mut vigil = Vigil::start(&options);
+    wait_for_panel(ports.web);
+    vigil.wait_for_log("cry clips on", Duration::from_secs(20));
+    wait_until("both cameras online", Duration::from_secs(20), || {
+        ["nursery", "playroom"]
+            .iter()
+            .all(|c| panel_camera(ports.web, c)["status"]["state"] == "online")
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let root = vigil.data_dir.path().join("clips");
+
+    // The camera loses power while its clip is being written.
+    let gone = cry_until_a_clip_opens(&vigil, &mut nursery, ports.web, "nursery");
+    std::thread::sleep(Duration::from_secs(2));
+    nursery.stop();
+    wait_for_file(&vigil, &root.join(&gone));
+    let (streams, duration) = probe(&root.join(&gone));
+    assert_eq!(streams, ["video=h264", "audio=aac"]);
+    assert!(
+        duration >= 5.0,
+        "{duration:.1} s: the pre-roll and the cry so far"
+    );
+
+    // Vigil is stopped (SIGTERM, as the Supervisor does) while the other camera's clip is
+    // being written: the clip is finished, not left half written.
+    let stopped = cry_until_a_clip_opens(&vigil, &mut playroom, ports.web, "playroom");
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, took) = vigil.terminate();
+    assert!(status.success(), "{status}: {}", vigil.output());
+    eprintln!("stopped in {took:?} with a clip open");
+    let (streams, _) = probe(&root.join(&stopped));
+    assert_eq!(streams, ["video=h264", "audio=aac"]);
+    let mut left = clips_under(&root);
+    left.sort();
+    let mut expected = vec![gone, stopped];
+    expected.sort();
+    assert_eq!(left, expected, "no partial file left");
+}

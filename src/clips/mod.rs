@@ -173,8 +173,13 @@ impl Clips {
         tracing::info!(folder = %self.inner.root.display(), "cry clips on");
         for camera in cameras {
             tracker.spawn(
-                Recorder::new(camera.clone(), detection.clone(), self.clone())
-                    .run(detection.events(), shutdown.clone()),
+                Recorder::new(
+                    camera.clone(),
+                    detection.clone(),
+                    self.clone(),
+                    tracker.clone(),
+                )
+                .run(detection.events(), shutdown.clone()),
             );
         }
         let clips = self.clone();
@@ -320,10 +325,12 @@ struct Recorder {
     recording: Option<Recording>,
     clip: Option<ClipWriter>,
     last_frame: Instant,
+    /// Where finishing clips run (a stop waits for them).
+    tracker: TaskTracker,
 }
 
 impl Recorder {
-    fn new(camera: CameraHandle, detection: Detection, clips: Clips) -> Self {
+    fn new(camera: CameraHandle, detection: Detection, clips: Clips, tracker: TaskTracker) -> Self {
         Self {
             camera,
             detection,
@@ -333,6 +340,7 @@ impl Recorder {
             recording: None,
             clip: None,
             last_frame: Instant::now(),
+            tracker,
         }
     }
 
@@ -360,7 +368,7 @@ impl Recorder {
                     None => {
                         // The hub dropped us (it never should: we read at once); start again.
                         tracing::warn!(camera = %self.name(), "the clip recorder lost its camera feed; resubscribing");
-                        self.close_clip().await;
+                        self.close_clip();
                         self.preroll.clear();
                         subscription = self.camera.subscribe(ConsumerKind::Recorder);
                     }
@@ -371,7 +379,7 @@ impl Recorder {
                 _ = tick.tick() => self.on_tick().await,
             }
         }
-        self.close_clip().await;
+        self.close_clip();
     }
 
     async fn on_cry(&mut self, change: CryChange) {
@@ -415,7 +423,7 @@ impl Recorder {
         self.info = Some(info);
         if !same_formats {
             // A clip holds one set of formats: the next keyframe starts the next clip.
-            self.close_clip().await;
+            self.close_clip();
             self.preroll.clear();
         }
     }
@@ -427,7 +435,7 @@ impl Recorder {
         let keyframe = frame.track == Track::Video && frame.keyframe;
         if let Some(clip) = &mut self.clip {
             if keyframe && clip.length_at(&frame) >= MAX_CLIP {
-                self.close_clip().await;
+                self.close_clip();
                 self.open_clip(None).await;
                 return;
             }
@@ -443,7 +451,7 @@ impl Recorder {
     async fn on_tick(&mut self) {
         let now = SystemTime::now();
         if self.past_the_end(now) {
-            self.close_clip().await;
+            self.close_clip();
             self.recording = None;
             self.clips
                 .set_status(self.camera.name(), ClipsStatus::Ready);
@@ -451,7 +459,7 @@ impl Recorder {
         }
         if self.clip.is_some() && self.last_frame.elapsed() >= CAMERA_GONE {
             tracing::info!(camera = %self.name(), "the camera stopped sending: the clip ends here");
-            self.close_clip().await;
+            self.close_clip();
             self.preroll.clear();
         }
     }
@@ -541,25 +549,35 @@ impl Recorder {
             .into_owned()
     }
 
-    /// Finishes the open clip, if any, and applies the retention rules.
-    async fn close_clip(&mut self) {
+    /// Ends the open clip, if any: the muxer finishes it (writes its index, copies the media
+    /// behind it) on a task of its own, so the recorder goes on reading its camera meanwhile;
+    /// then the retention rules are applied.
+    fn close_clip(&mut self) {
         let Some(clip) = self.clip.take() else {
             return;
         };
+        let status = if self.recording.is_some() && !self.past_the_end(SystemTime::now()) {
+            ClipsStatus::Recording
+        } else {
+            ClipsStatus::Ready
+        };
+        self.clips.set_status(self.camera.name(), status);
         let camera = self.name();
-        match clip.finish().await {
-            Ok(path) => {
-                tracing::info!(camera, clip = %self.relative(&path), "cry clip written");
-                let status = if self.recording.is_some() && !self.past_the_end(SystemTime::now()) {
-                    ClipsStatus::Recording
-                } else {
-                    ClipsStatus::Ready
-                };
-                self.clips.set_status(&camera, status);
+        let clips = self.clips.clone();
+        self.tracker.spawn(async move {
+            match clip.finish().await {
+                Ok(path) => {
+                    let relative = path.strip_prefix(clips.root()).unwrap_or(&path);
+                    tracing::info!(camera, clip = %relative.display(), "cry clip written");
+                }
+                Err(e) => {
+                    let reason = format!("cannot finish the clip: {e}");
+                    tracing::warn!(camera, "{reason}");
+                    clips.set_status(&camera, ClipsStatus::Paused(reason));
+                }
             }
-            Err(e) => self.write_failed(format!("cannot finish the clip: {e}")),
-        }
-        self.clips.sweep().await;
+            clips.sweep().await;
+        });
     }
 
     fn on_write_error(&mut self, error: String) {
