@@ -411,25 +411,30 @@ fn a_nearly_full_or_read_only_disk_pauses_clips_without_harm() {
 
 /// Plays the cry on `camera` and waits until its episode lists a clip (the clip is being
 /// written); returns the clip's relative path.
-fn cry_until_a_clip_opens(camera: &mut FakeCamera, web_port: u16, name: &str) -> String {
+fn cry_until_a_clip_opens(
+    vigil: &Vigil,
+    camera: &mut FakeCamera,
+    web_port: u16,
+    name: &str,
+) -> String {
     let before = episodes(web_port, name).len();
     camera.play(&clip());
-    let mut relative = String::new();
-    wait_until(
-        "a clip listed in the episode",
-        Duration::from_secs(30),
-        || match episodes(web_port, name).get(before) {
-            Some(e) => match e["clips"][0].as_str() {
-                Some(clip) => {
-                    relative = clip.to_string();
-                    true
-                }
-                None => false,
-            },
-            None => false,
-        },
-    );
-    relative
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(clip) = episodes(web_port, name)
+            .get(before)
+            .and_then(|e| e["clips"][0].as_str().map(String::from))
+        {
+            return clip;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: no clip listed in a new episode within 30 s: {:?}\n{}",
+            episodes(web_port, name),
+            vigil.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -479,4 +484,113 @@ fn a_camera_gone_or_vigil_stopping_mid_clip_leaves_a_clip_that_plays() {
     let mut expected = vec![gone, stopped];
     expected.sort();
     assert_eq!(left, expected, "no partial file left");
+}
+
+#[test]
+fn a_long_cry_goes_on_in_the_next_clip_after_two_minutes() {
+    let mut camera = FakeCamera::start(&["--audio", "aac"]);
+    let ports = Ports::free();
+    let options = ports.options(&format!(
+        "cameras:\n  - {{name: nursery, url: '{}'}}\n",
+        camera.url()
+    ));
+    let mut vigil = Vigil::start(&options);
+    wait_for_panel(ports.web);
+    vigil.wait_for_log("cry clips on", Duration::from_secs(20));
+    wait_until("the camera online", Duration::from_secs(20), || {
+        panel_camera(ports.web, "nursery")["status"]["state"] == "online"
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    // Crying for about 2 minutes 20 seconds without a pause longer than the hold.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(140) {
+        camera.play(&clip());
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let mut episode = serde_json::Value::Null;
+    wait_until("the long episode to end", Duration::from_secs(60), || {
+        episode = episodes(ports.web, "nursery")
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        episode["ended_ms"].is_u64()
+    });
+    assert_eq!(episodes(ports.web, "nursery").len(), 1, "one episode");
+    let clips: Vec<String> = episode["clips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(clips.len(), 2, "two clips in the episode: {episode}");
+    let root = vigil.data_dir.path().join("clips");
+    let mut total = 0.0;
+    for (i, relative) in clips.iter().enumerate() {
+        let path = root.join(relative);
+        wait_for_file(&vigil, &path);
+        let (streams, duration) = probe(&path);
+        assert_eq!(streams, ["video=h264", "audio=aac"], "{relative}");
+        eprintln!("{relative}: {duration:.1} s");
+        if i == 0 {
+            // Cut at the first keyframe after 2 minutes (a GOP is 2 s).
+            assert!(
+                (120.0..=122.5).contains(&duration),
+                "the first clip is cut at 2 minutes: {duration:.1} s"
+            );
+        }
+        total += duration;
+    }
+    let cry_secs = (episode["ended_ms"].as_u64().unwrap() - episode["started_ms"].as_u64().unwrap())
+        as f64
+        / 1000.0;
+    assert!(
+        total >= cry_secs + 10.0 - 1.5,
+        "the clips ({total:.1} s) cover the episode ({cry_secs:.1} s) and 5 s on each side"
+    );
+}
+
+#[test]
+fn at_start_unfinished_and_old_clips_are_deleted_and_the_rest_kept() {
+    let clips = TempDir::new("clips-at-start");
+    let night = clips.path().join("nursery/2026-11-20");
+    let today = clips.path().join("nursery/2026-12-04");
+    std::fs::create_dir_all(&night).unwrap();
+    std::fs::create_dir_all(&today).unwrap();
+    let old = night.join("02-00-00.mp4");
+    let kept = today.join("03-12-05.mp4");
+    // What a run killed while writing (SIGKILL, power loss) leaves behind.
+    let partial = today.join(".03-20-00.mp4.partial");
+    let faststart = today.join(".03-20-00.mp4.faststart.partial");
+    for path in [&old, &kept, &partial, &faststart] {
+        std::fs::write(path, b"clip bytes").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600))
+        .unwrap();
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "clips_dir: {}\nclip_retention_days: 7\n",
+        clips.path().display()
+    )));
+    vigil.wait_for_log("cry clips on", Duration::from_secs(20));
+    let log = vigil.output();
+    assert!(
+        log.contains("deleted 2 clip(s) left unfinished") && log.contains("deleted 1 old clip(s)"),
+        "{log}"
+    );
+    assert!(!partial.exists() && !faststart.exists());
+    assert!(
+        !old.exists() && !night.exists(),
+        "the old clip and its empty day"
+    );
+    assert!(kept.exists(), "a clip of this week stays");
+    assert_eq!(
+        clips_under(clips.path()),
+        vec!["nursery/2026-12-04/03-12-05.mp4".to_string()]
+    );
 }

@@ -212,9 +212,17 @@ function streamHealth(s, viewers) {
 
 function health(camera) {
   const main = streamHealth(camera.status, camera.viewers);
-  if (!camera.sub) return main;
+  if (!camera.sub) return main + clipsNote(camera);
   return `<div class="stream-health"><b>Main</b>${main}</div>` +
-    `<div class="stream-health sub"><b>Sub</b>${streamHealth(camera.sub.status, camera.sub.viewers)}</div>`;
+    `<div class="stream-health sub"><b>Sub</b>${streamHealth(camera.sub.status, camera.sub.viewers)}</div>` +
+    clipsNote(camera);
+}
+
+/** Why no cry clip can be written now (disk nearly full, media folder read-only), if so. */
+function clipsNote(camera) {
+  const clips = camera.clips;
+  if (!clips || clips.state !== "paused" || !clips.reason) return "";
+  return `<div class="reason">${escapeHtml(clips.reason)}</div>`;
 }
 
 function escapeHtml(text) {
