@@ -412,7 +412,7 @@ function drawEpisodeList(list, items, showCamera) {
   list.parentElement.querySelector(".episodes-empty").hidden = items.length > 0;
   if (list.dataset.key === key) return;
   list.dataset.key = key;
-  list.replaceChildren(...items.map((ep) => episodeItem(ep, showCamera)));
+  fill(list, items.map((ep) => episodeItem(ep, showCamera)));
 }
 
 function drawEpisodes() {
@@ -505,7 +505,7 @@ async function refreshOpenEpisode(camera, started) {
 function drawParts(clips) {
   const parts = $("#episode-parts");
   parts.hidden = clips.length < 2;
-  parts.replaceChildren(...(clips.length < 2 ? [] : clips.map((clip, i) => {
+  fill(parts, clips.length < 2 ? [] : clips.map((clip, i) => {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "btn small";
@@ -516,7 +516,13 @@ function drawParts(clips) {
       showEpisode(episodeShown);
     });
     return button;
-  })));
+  }));
+}
+
+/** Replaces `parent`'s children with `children` (older WebViews lack replaceChildren). */
+function fill(parent, children) {
+  parent.textContent = "";
+  for (const child of children) parent.appendChild(child);
 }
 
 function stopClip() {
