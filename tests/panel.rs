@@ -31,7 +31,13 @@ fn the_page_and_its_assets_use_relative_urls_only() {
             "absolute URL ({needle}) in the page"
         );
     }
-    for asset in ["app.js", "player.js", "style.css", "icon.png"] {
+    for asset in [
+        "app.js",
+        "episodes.js",
+        "player.js",
+        "style.css",
+        "icon.png",
+    ] {
         let (status, res) = common::http_get(port, &format!("/assets/{asset}"));
         assert_eq!(status, 200, "{asset}");
         assert!(

@@ -49,6 +49,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("ui/app.js"),
     ),
     (
+        "episodes.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/episodes.js"),
+    ),
+    (
         "player.js",
         "text/javascript; charset=utf-8",
         include_bytes!("ui/player.js"),
