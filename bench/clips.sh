@@ -58,7 +58,7 @@ run() { # clips: true|false
     "$vigil" run --config "$options" --data-dir "$data" >"$work/vigil-$clips.log" 2>&1 &
     local pid=$!
     sleep 20
-    local t0 r0 t1 r1 t2 r2
+    local t0 t1 r1 t2 r2
     t0=$(ticks "$pid")
     sleep "$seconds"
     t1=$(ticks "$pid")

@@ -439,11 +439,14 @@ fn cry_until_a_clip_opens(
 
 #[test]
 fn a_camera_gone_or_vigil_stopping_mid_clip_leaves_a_clip_that_plays() {
-    let mut nursery = FakeCamera::start(&["--audio", "aac"]);
-    let mut playroom = FakeCamera::start(&["--audio", "aac"]);
+    // An Opus camera, its sound as it sends it on the hub (no unify_audio): the clip encodes
+    // it to AAC.
+    let mut nursery = FakeCamera::start(&["--audio", "opus"]);
+    // An H.265 camera: its video goes into the clip as it is, too.
+    let mut playroom = FakeCamera::start(&["--audio", "aac", "--video", "h265"]);
     let ports = Ports::free();
     let options = ports.options(&format!(
-        "cameras:\n  - {{name: nursery, url: '{}'}}\n  - {{name: playroom, url: '{}'}}\n",
+        "unify_audio: false\ncameras:\n  - {{name: nursery, url: '{}'}}\n  - {{name: playroom, url: '{}'}}\n",
         nursery.url(),
         playroom.url()
     ));
@@ -478,7 +481,7 @@ fn a_camera_gone_or_vigil_stopping_mid_clip_leaves_a_clip_that_plays() {
     assert!(status.success(), "{status}: {}", vigil.output());
     eprintln!("stopped in {took:?} with a clip open");
     let (streams, _) = probe(&root.join(&stopped));
-    assert_eq!(streams, ["video=h264", "audio=aac"]);
+    assert_eq!(streams, ["video=hevc", "audio=aac"]);
     let mut left = clips_under(&root);
     left.sort();
     let mut expected = vec![gone, stopped];

@@ -309,9 +309,7 @@ struct Recording {
     /// Every episode's start (unix ms, as its `Started` event said) since the recording
     /// began, in order. A camera's episodes follow each other; they never overlap.
     episodes: Vec<u64>,
-    /// The last episode has not ended yet.
-    crying: bool,
-    /// [`TAIL`] after the last episode ended; `None` while one goes on.
+    /// [`TAIL`] after the last episode's last cry; `None` while an episode goes on.
     until: Option<SystemTime>,
 }
 
@@ -363,7 +361,7 @@ impl Recorder {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 media = subscription.recv() => match media {
-                    Some(MediaEvent::Info(info)) => self.on_info(info).await,
+                    Some(MediaEvent::Info(info)) => self.on_info(info),
                     Some(MediaEvent::Frame(frame)) => self.on_frame(frame).await,
                     None => {
                         // The hub dropped us (it never should: we read at once); start again.
@@ -376,7 +374,7 @@ impl Recorder {
                 error = async { self.clip.as_mut().unwrap().failed().await }, if self.clip.is_some() => {
                     self.on_write_error(error);
                 }
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => self.on_tick(),
             }
         }
         self.close_clip();
@@ -389,7 +387,6 @@ impl Recorder {
                 match &mut self.recording {
                     Some(recording) => {
                         recording.episodes.push(started);
-                        recording.crying = true;
                         recording.until = None;
                         if let Some(clip) = &self.clip {
                             let relative = self.relative(clip.final_path());
@@ -400,7 +397,6 @@ impl Recorder {
                     None => {
                         self.recording = Some(Recording {
                             episodes: vec![started],
-                            crying: true,
                             until: None,
                         });
                         self.open_clip(Some(at)).await;
@@ -411,14 +407,13 @@ impl Recorder {
                 // (Its `started_at` is the same moment as the `Started` event's, converted to
                 // wall time again, so it may differ by some milliseconds: not compared.)
                 if let Some(recording) = &mut self.recording {
-                    recording.crying = false;
                     recording.until = Some(ended_at + TAIL);
                 }
             }
         }
     }
 
-    async fn on_info(&mut self, info: Arc<StreamInfo>) {
+    fn on_info(&mut self, info: Arc<StreamInfo>) {
         let same_formats = self.info.as_deref() == Some(&*info);
         self.info = Some(info);
         if !same_formats {
@@ -448,7 +443,7 @@ impl Recorder {
         }
     }
 
-    async fn on_tick(&mut self) {
+    fn on_tick(&mut self) {
         let now = SystemTime::now();
         if self.past_the_end(now) {
             self.close_clip();
