@@ -169,6 +169,7 @@ async fn serve(cameras: Cameras, dir: &TempDir, token: CancellationToken) -> u16
         live: vigil::live::Live::new(Default::default(), token.child_token()),
         names: Default::default(),
         rtsp_port: 8554,
+        cry_pictures: dir.path().join(vigil::cry_pictures::PICTURES_DIR),
         clips: vigil::clips::Clips::new(&config.clips, config.clips_dir(), &[]),
     };
     let port = free_port();

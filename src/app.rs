@@ -100,11 +100,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .iter()
         .map(|feed| (feed.name.clone(), feed.online.clone()))
         .collect();
-    let mqtt_status = mqtt::start(
-        MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env()),
-        &tracker,
-        shutdown.child_token(),
-    );
+    let mut mqtt_setup = MqttSetup::new(&config, feeds, settings.clone(), Supervisor::from_env());
+    mqtt_setup.detection = detection.clone();
+    let mqtt_status = mqtt::start(mqtt_setup, &tracker, shutdown.child_token());
 
     // --- Cry clips: a recorder per camera, listed in the episodes and served by the panel.
     let main_streams: Vec<_> = cameras.iter().cloned().collect();
@@ -135,6 +133,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         live: live.clone(),
         names: web::StreamNames::default(),
         rtsp_port: config.rtsp_port,
+        cry_pictures: cry_pictures.dir().to_path_buf(),
         clips: clips.clone(),
     };
     let panel = web::panel_router(state.clone(), config.web_allow.clone());

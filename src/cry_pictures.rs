@@ -61,6 +61,11 @@ impl CryPictures {
         Self { dir, latest }
     }
 
+    /// Where the pictures are: `<dir>/<camera>/<unix ms of the cry's onset>.jpg`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// `camera`'s latest picture.
     pub fn latest(&self, camera: &str) -> LatestPicture {
         match self.latest.iter().find(|(name, _)| name == camera) {
@@ -152,6 +157,20 @@ impl CryPictures {
     }
 }
 
+/// The picture of `camera`'s cry that began at `started_ms` (an episode's `started_ms`), under
+/// the pictures directory `dir`.
+pub fn picture_path(dir: &Path, camera: &str, started_ms: u64) -> PathBuf {
+    dir.join(camera).join(format!("{started_ms}.jpg"))
+}
+
+/// The onsets (unix ms) of `camera`'s kept pictures under the pictures directory `dir`.
+pub fn kept_onsets(dir: &Path, camera: &str) -> Vec<u64> {
+    pictures_on_disk(&dir.join(camera))
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str()?.parse().ok())
+        .collect()
+}
+
 fn unix_millis(at: SystemTime) -> u128 {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -215,6 +234,15 @@ mod tests {
         });
         let kept = pictures_on_disk(&dir.join(PICTURES_DIR).join("nursery"));
         assert_eq!(kept.len(), KEPT_PER_CAMERA);
+        // The panel finds each cry's picture by its onset.
+        let onsets = kept_onsets(store.dir(), "nursery");
+        assert_eq!(onsets.len(), KEPT_PER_CAMERA);
+        let newest_ms = onsets[KEPT_PER_CAMERA - 1];
+        assert_eq!(
+            newest_ms,
+            1_700_000_000_000 + (KEPT_PER_CAMERA as u64 + 4) * 1000
+        );
+        assert!(picture_path(store.dir(), "nursery", newest_ms).is_file());
         let newest = start + Duration::from_secs(KEPT_PER_CAMERA as u64 + 4);
         assert_eq!(latest.borrow().as_ref().map(|p| p.at), Some(newest));
         // A restart shows the last cry's picture again.

@@ -102,7 +102,7 @@ fn home_assistant_shows_vigils_entities_and_controls_them() {
     );
     assert_eq!(
         ha.template(&format!("{{{{ device_entities({device}) | length }}}}")),
-        "7"
+        "10"
     );
     // Home Assistant accepted the link to the panel (it drops a config with a bad one).
     assert_eq!(
@@ -178,6 +178,13 @@ fn home_assistant_shows_vigils_entities_and_controls_them() {
         "/api/image_proxy/image.nursery_last_cry"
     );
     assert_eq!(notification["data"]["channel"], "Baby crying");
+    // Tapping it opens Vigil's panel (the night's cries), on Android and on iOS.
+    let panel = format!("/hassio/ingress/{SLUG}");
+    assert_eq!(
+        notification["data"]["clickAction"], panel,
+        "{notification:#}"
+    );
+    assert_eq!(notification["data"]["url"], panel, "{notification:#}");
     run.set_cry("nursery", false, 0.02, -50.0);
     ha.wait_state("binary_sensor.nursery_crying", "off", WAIT);
 

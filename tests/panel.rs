@@ -31,7 +31,13 @@ fn the_page_and_its_assets_use_relative_urls_only() {
             "absolute URL ({needle}) in the page"
         );
     }
-    for asset in ["app.js", "player.js", "style.css", "icon.png"] {
+    for asset in [
+        "app.js",
+        "episodes.js",
+        "player.js",
+        "style.css",
+        "icon.png",
+    ] {
         let (status, res) = common::http_get(port, &format!("/assets/{asset}"));
         assert_eq!(status, 200, "{asset}");
         assert!(
@@ -95,5 +101,28 @@ fn the_history_names_a_missing_camera() {
         history["buckets"].is_array() && history["episodes"].is_array(),
         "{history}"
     );
+    vigil.terminate();
+}
+
+#[test]
+fn the_episodes_list_nothing_before_a_cry_and_name_what_is_missing() {
+    let (mut vigil, port) = start();
+    let (status, res) = common::http_get(port, "/api/panel/episodes?hours=12");
+    assert_eq!(status, 200, "{res}");
+    let list: serde_json::Value = serde_json::from_str(&res).unwrap();
+    assert_eq!(list["episodes"], serde_json::json!([]), "{list}");
+    let (status, res) = common::http_get(port, "/api/panel/episodes?camera=nursery");
+    assert_eq!(status, 404, "{res}");
+    assert!(
+        res.contains("no camera named 'nursery'; cameras: demo"),
+        "{res}"
+    );
+    let (status, res) = common::http_get(port, "/api/panel/cry-pictures/demo/1700000000000.jpg");
+    assert_eq!(status, 404, "{res}");
+    assert!(res.contains("no picture of demo's cry"), "{res}");
+    let (status, res) =
+        common::http_get(port, "/api/panel/cry-pictures/demo/..%2F..%2Fsettings.json");
+    assert_eq!(status, 404, "{res}");
+    assert!(res.contains("is not a cry picture's name"), "{res}");
     vigil.terminate();
 }

@@ -7,56 +7,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::chromium::{Chromium, Page};
 use common::fake_camera::FakeCamera;
+use common::ingress::Ingress;
 use common::{Vigil, free_port, netns, producer, wait_until};
-
-const TOKEN: &str = "Yx9c2hX0abcdEFGH";
-
-/// The ingress stand-in (tests/support/ingress_proxy.py), killed when dropped.
-struct Ingress {
-    child: Child,
-    port: u16,
-}
-
-impl Ingress {
-    fn start(web_port: u16) -> Self {
-        let port = free_port();
-        let python = common::home_assistant::venv().join("bin/python");
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/ingress_proxy.py"
-        );
-        let child = common::die_with_test(&mut Command::new(python))
-            .arg(script)
-            .args(["--listen", &port.to_string(), "--token", TOKEN])
-            .arg("--upstream")
-            .arg(format!("http://127.0.0.1:{web_port}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("cannot start the ingress proxy (needs Home Assistant's venv: install-deps)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the ingress proxy did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    fn panel_url(&self) -> String {
-        format!("http://127.0.0.1:{}/api/hassio_ingress/{TOKEN}/", self.port)
-    }
-}
-
-impl Drop for Ingress {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Vigil with the demo camera, its panel open only to the proxy (loopback), as the add-on's is
 /// only to the ingress gateway.

@@ -48,6 +48,35 @@ pub struct EpisodeRecord {
     pub clips: Vec<String>,
 }
 
+/// How much a camera cried in a window of time (the "last 12 h" sensors).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CryTotals {
+    /// Episodes that overlap the window (one that began before it still counts).
+    pub episodes: u32,
+    /// Crying inside the window, in milliseconds (an episode still going on counts up to now).
+    pub crying_ms: u64,
+}
+
+/// The totals of `episodes` over the window from `since_ms` to `now_ms`.
+pub fn totals<'a>(
+    episodes: impl IntoIterator<Item = &'a EpisodeRecord>,
+    since_ms: u64,
+    now_ms: u64,
+) -> CryTotals {
+    episodes
+        .into_iter()
+        .filter_map(|e| {
+            let end = e.ended_ms.unwrap_or(now_ms).min(now_ms);
+            let start = e.started_ms.max(since_ms);
+            (e.ended_ms.unwrap_or(now_ms) >= since_ms && e.started_ms <= now_ms)
+                .then(|| end.saturating_sub(start))
+        })
+        .fold(CryTotals::default(), |sum, crying_ms| CryTotals {
+            episodes: sum.episodes + 1,
+            crying_ms: sum.crying_ms + crying_ms,
+        })
+}
+
 /// One camera's history, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CameraHistory {
@@ -194,6 +223,38 @@ impl History {
                 .cloned()
                 .collect(),
         })
+    }
+
+    /// `camera`'s episodes going on or ended from `since` on, oldest first; `None` for an
+    /// unknown camera.
+    pub fn episodes(&self, camera: &str, since: SystemTime) -> Option<Vec<EpisodeRecord>> {
+        let timeline = self.cameras.get(camera)?;
+        let since = unix_ms(since);
+        Some(
+            timeline
+                .episodes
+                .iter()
+                .filter(|e| e.ended_ms.is_none_or(|end| end >= since))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// `camera`'s episode that started at `started_ms`, if it is still in the history.
+    pub fn episode(&self, camera: &str, started_ms: u64) -> Option<EpisodeRecord> {
+        let timeline = self.cameras.get(camera)?;
+        timeline
+            .episodes
+            .iter()
+            .rev()
+            .find(|e| e.started_ms == started_ms)
+            .cloned()
+    }
+
+    /// How much `camera` cried from `since` to `now`; `None` for an unknown camera.
+    pub fn totals(&self, camera: &str, since: SystemTime, now: SystemTime) -> Option<CryTotals> {
+        let timeline = self.cameras.get(camera)?;
+        Some(totals(&timeline.episodes, unix_ms(since), unix_ms(now)))
     }
 
     /// The history as the file stores it.
@@ -393,6 +454,82 @@ mod tests {
         );
         // Asking from after its end leaves it out.
         assert!(h.snapshot("a", at(41)).unwrap().episodes.is_empty());
+        assert_eq!(h.episodes("a", at(0)).unwrap(), vec![e]);
+        assert!(h.episodes("a", at(41)).unwrap().is_empty());
+        assert_eq!(h.episodes("zzz", at(0)), None);
+    }
+
+    fn episode(started: u64, ended: Option<u64>) -> EpisodeRecord {
+        EpisodeRecord {
+            started_ms: ms(started),
+            ended_ms: ended.map(ms),
+            peak_score: 0.9,
+            clips: Vec::new(),
+        }
+    }
+
+    fn check_totals(episodes: &[EpisodeRecord], since: u64, now: u64, expected: (u32, u64)) {
+        let got = totals(episodes, ms(since), ms(now));
+        assert_eq!(
+            (got.episodes, got.crying_ms),
+            (expected.0, expected.1 * 1000),
+            "{episodes:?} from {since} to {now}"
+        );
+    }
+
+    #[test]
+    fn totals_count_what_lies_in_the_window() {
+        let twelve_h = 12 * 3600;
+        let now = 20 * 3600;
+        let since = now - twelve_h;
+        check_totals(&[], since, now, (0, 0));
+        // Inside: counted whole.
+        check_totals(
+            &[episode(since + 100, Some(since + 160))],
+            since,
+            now,
+            (1, 60),
+        );
+        // Ended before the window: not counted.
+        check_totals(&[episode(since - 100, Some(since - 1))], since, now, (0, 0));
+        // Across the window's start: counted, only its part inside.
+        check_totals(
+            &[episode(since - 30, Some(since + 45))],
+            since,
+            now,
+            (1, 45),
+        );
+        // Still going on: counts up to now.
+        check_totals(&[episode(now - 20, None)], since, now, (1, 20));
+        // Several add up.
+        check_totals(
+            &[
+                episode(since - 10, Some(since + 10)),
+                episode(since + 600, Some(since + 630)),
+                episode(now - 5, None),
+            ],
+            since,
+            now,
+            (3, 45),
+        );
+        // An episode stamped after "now" (the clock stepped back) adds nothing.
+        check_totals(&[episode(now + 50, Some(now + 60))], since, now, (0, 0));
+
+        let mut h = History::default();
+        h.episode_started("a", at(since + 100), 0.8);
+        h.episode_ended("a", at(since + 100), at(since + 130), 0.95);
+        h.episode_started("a", at(since + 200), 0.7);
+        let got = h.totals("a", at(since), at(since + 210)).unwrap();
+        assert_eq!(
+            got,
+            CryTotals {
+                episodes: 2,
+                crying_ms: 40_000
+            }
+        );
+        assert_eq!(h.totals("zzz", at(since), at(now)), None);
+        assert_eq!(h.episode("a", ms(since + 100)).unwrap().peak_score, 0.95);
+        assert_eq!(h.episode("a", ms(since + 101)), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::detector::{self, CryDetector, DetectorSettings, Transition, Window};
-use super::history::{CameraHistory, HISTORY_FILE, History};
+use super::history::{CameraHistory, CryTotals, EpisodeRecord, HISTORY_FILE, History};
 use super::windows::{Cut, Windower};
 use super::yamnet::{MemoryOptions, ModelPaths, Scores, Yamnet, YamnetError};
 use super::{CryReading, PcmChunk, unix_millis};
@@ -228,6 +228,31 @@ impl Detection {
             .lock()
             .unwrap()
             .add_clip(camera, episode_started_ms, clip)
+    }
+
+    /// `camera`'s cry episodes from `since` on, oldest first (the history's, without its
+    /// buckets).
+    pub fn episodes(&self, camera: &str, since: SystemTime) -> Option<Vec<EpisodeRecord>> {
+        self.shared.history.lock().unwrap().episodes(camera, since)
+    }
+
+    /// `camera`'s episode that started at `started_ms` (its clips, its end), if still kept.
+    pub fn episode(&self, camera: &str, started_ms: u64) -> Option<EpisodeRecord> {
+        self.shared
+            .history
+            .lock()
+            .unwrap()
+            .episode(camera, started_ms)
+    }
+
+    /// How much `camera` cried in the last `window` (at most 24 h, what the history keeps).
+    pub fn totals(&self, camera: &str, window: Duration) -> Option<CryTotals> {
+        let now = SystemTime::now();
+        self.shared
+            .history
+            .lock()
+            .unwrap()
+            .totals(camera, now - window, now)
     }
 
     /// Windows dropped because the inference thread was behind.

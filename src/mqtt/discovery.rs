@@ -1,5 +1,5 @@
 //! Home Assistant MQTT discovery: the topics Vigil uses and the retained config payloads that make
-//! one Home Assistant device per camera, with its seven entities.
+//! one Home Assistant device per camera, with its ten entities.
 //!
 //! Entity ids come from the device name and the entity name (`Nursery` + `Crying` →
 //! `binary_sensor.nursery_crying`), so the device name is the camera name made readable.
@@ -55,10 +55,20 @@ pub enum Entity {
     Sensitivity,
     /// `image`: the camera's picture at the last cry's onset (JPEG, base64 on its topic).
     LastCry,
+    /// `event`: fires `cry_started` and `cry_ended`; its messages are never retained.
+    Cry,
+    /// `sensor`: cry episodes in the last 12 hours.
+    CriesLast12h,
+    /// `sensor`, minutes: time spent crying in the last 12 hours.
+    CryingTimeLast12h,
 }
 
+/// The cry event entity's event types.
+pub const CRY_STARTED: &str = "cry_started";
+pub const CRY_ENDED: &str = "cry_ended";
+
 impl Entity {
-    pub const ALL: [Entity; 7] = [
+    pub const ALL: [Entity; 10] = [
         Entity::Crying,
         Entity::CryScore,
         Entity::SoundLevel,
@@ -66,6 +76,9 @@ impl Entity {
         Entity::Detection,
         Entity::Sensitivity,
         Entity::LastCry,
+        Entity::Cry,
+        Entity::CriesLast12h,
+        Entity::CryingTimeLast12h,
     ];
 
     /// The entity's part of topics and unique ids.
@@ -78,6 +91,9 @@ impl Entity {
             Entity::Detection => "detection",
             Entity::Sensitivity => "sensitivity",
             Entity::LastCry => "last_cry",
+            Entity::Cry => "cry",
+            Entity::CriesLast12h => "cries_12h",
+            Entity::CryingTimeLast12h => "crying_time_12h",
         }
     }
 
@@ -85,10 +101,14 @@ impl Entity {
     pub fn component(self) -> &'static str {
         match self {
             Entity::Crying | Entity::Online => "binary_sensor",
-            Entity::CryScore | Entity::SoundLevel => "sensor",
+            Entity::CryScore
+            | Entity::SoundLevel
+            | Entity::CriesLast12h
+            | Entity::CryingTimeLast12h => "sensor",
             Entity::Detection => "switch",
             Entity::Sensitivity => "number",
             Entity::LastCry => "image",
+            Entity::Cry => "event",
         }
     }
 
@@ -102,6 +122,9 @@ impl Entity {
             Entity::Detection => "Cry detection",
             Entity::Sensitivity => "Cry sensitivity",
             Entity::LastCry => "Last cry",
+            Entity::Cry => "Cry",
+            Entity::CriesLast12h => "Cries in the last 12 h",
+            Entity::CryingTimeLast12h => "Crying time in the last 12 h",
         }
     }
 
@@ -114,6 +137,12 @@ impl Entity {
     /// Whether Home Assistant sends commands to it.
     pub fn takes_commands(self) -> bool {
         matches!(self, Entity::Detection | Entity::Sensitivity)
+    }
+
+    /// An event's messages fire it when they arrive: never retained, never sent again after a
+    /// reconnect (a replayed event would fire again).
+    pub fn is_event(self) -> bool {
+        self == Entity::Cry
     }
 
     /// Crying, score and level mean something only while Vigil listens: they are unavailable
@@ -285,6 +314,22 @@ pub fn config_payload(device: &CameraDevice, entity: Entity) -> Value {
             "image_encoding": "b64",
             "icon": "mdi:image-filter-center-focus",
         }),
+        // The payload is JSON: `event_type` and the episode's details as attributes.
+        Entity::Cry => json!({
+            "event_types": [CRY_STARTED, CRY_ENDED],
+            "icon": "mdi:emoticon-cry-outline",
+        }),
+        Entity::CriesLast12h => json!({
+            "state_class": "measurement",
+            "icon": "mdi:counter",
+        }),
+        Entity::CryingTimeLast12h => json!({
+            "device_class": "duration",
+            "unit_of_measurement": "min",
+            "state_class": "measurement",
+            "suggested_display_precision": 0,
+            "icon": "mdi:timer-sand",
+        }),
     };
     if let (Value::Object(config), Value::Object(extra)) = (&mut config, extra) {
         config.extend(extra);
@@ -309,12 +354,15 @@ pub fn announcements(device: &CameraDevice) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every topic Vigil retains for `camera` (configs and states), so a removed camera leaves
-/// nothing behind.
+/// Every topic Vigil retains for `camera` (configs and states; an event's topic holds
+/// nothing), so a removed camera leaves nothing behind.
 pub fn retained_topics(camera: &str) -> Vec<String> {
     Entity::ALL
         .into_iter()
-        .flat_map(|e| [config_topic(camera, e), state_topic(camera, e)])
+        .flat_map(|e| {
+            let state = (!e.is_event()).then(|| state_topic(camera, e));
+            std::iter::once(config_topic(camera, e)).chain(state)
+        })
         .collect()
 }
 
@@ -432,6 +480,43 @@ mod tests {
                 .get("state_topic")
                 .is_none()
         );
+        // The event: its two types on a topic of its own, available while Vigil runs (a cry
+        // that ended as the camera went offline still fires `cry_ended`).
+        check(
+            Entity::Cry,
+            json!({
+                "unique_id": "vigil_baby_room_cry",
+                "state_topic": "vigil/baby_room/cry",
+                "event_types": ["cry_started", "cry_ended"],
+                "availability": [{"topic": "vigil/status", "payload_available": "online", "payload_not_available": "offline"}],
+            }),
+        );
+        check(
+            Entity::CriesLast12h,
+            json!({
+                "name": "Cries in the last 12 h",
+                "state_topic": "vigil/baby_room/cries_12h",
+                "state_class": "measurement",
+                "availability": [{"topic": "vigil/status", "payload_available": "online", "payload_not_available": "offline"}],
+            }),
+        );
+        check(
+            Entity::CryingTimeLast12h,
+            json!({
+                "name": "Crying time in the last 12 h",
+                "state_topic": "vigil/baby_room/crying_time_12h",
+                "device_class": "duration",
+                "unit_of_measurement": "min",
+                "state_class": "measurement",
+            }),
+        );
+        for entity in [Entity::Cry, Entity::CriesLast12h, Entity::CryingTimeLast12h] {
+            assert!(
+                config_payload(&nursery(None), entity)
+                    .get("command_topic")
+                    .is_none()
+            );
+        }
         let config = config_payload(
             &nursery(Some("homeassistant://hassio/ingress/x_vigil")),
             Entity::Crying,
@@ -471,7 +556,23 @@ mod tests {
         assert!(!is_config_topic(
             "homeassistant/sensor/vigil/x/config/extra"
         ));
-        assert_eq!(retained_topics("a").len(), 14);
+        assert_eq!(
+            Entity::CriesLast12h.entity_id("nursery"),
+            "sensor.nursery_cries_in_the_last_12_h"
+        );
+        assert_eq!(
+            Entity::CryingTimeLast12h.entity_id("nursery"),
+            "sensor.nursery_crying_time_in_the_last_12_h"
+        );
+        assert_eq!(Entity::Cry.entity_id("nursery"), "event.nursery_cry");
+        assert_eq!(
+            config_topic("nursery", Entity::Cry),
+            "homeassistant/event/vigil/nursery_cry/config"
+        );
+        // Ten configs and nine states: the event's topic retains nothing.
+        let retained = retained_topics("a");
+        assert_eq!(retained.len(), 19);
+        assert!(!retained.contains(&state_topic("a", Entity::Cry)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Home Assistant over MQTT: one device per camera through MQTT discovery (crying, cry score,
-//! sound level, camera online, a detection switch, a sensitivity number and the last cry's
-//! picture), availability with a
-//! last will, and commands from Home Assistant written into [`Settings`].
+//! sound level, camera online, a detection switch, a sensitivity number, the last cry's
+//! picture, a cry event entity and the cries and crying time of the last 12 h), availability
+//! with a last will, and commands from Home Assistant written into [`Settings`].
 //!
 //! Owns the broker connection: the broker comes from the `mqtt` options or the Supervisor; no
 //! broker at all is a state ([`MqttStatus::Off`]), logged once, and Vigil runs on. Never touches
@@ -36,7 +36,7 @@ pub use cleanup::ANNOUNCED_FILE;
 pub use link::Backoff;
 pub use states::{LEVEL_FLOOR_DBFS, Rates};
 
-use crate::audio::CryReading;
+use crate::audio::{CryReading, Detection};
 use crate::config::{CameraSource, Config, MqttOptions};
 use crate::cry_pictures::LatestPicture;
 use crate::settings::Settings;
@@ -92,6 +92,9 @@ pub struct MqttSetup {
     pub rates: Rates,
     /// How often the Supervisor is asked again while it has no broker.
     pub recheck: Duration,
+    /// Cry events and the history behind the cry event entity and the "last 12 h" sensors;
+    /// `None` without detection (the sensors are unknown, the event never fires).
+    pub detection: Option<Detection>,
 }
 
 impl MqttSetup {
@@ -123,6 +126,7 @@ impl MqttSetup {
             backoff: Backoff::default(),
             rates: Rates::default(),
             recheck: Duration::from_secs(60),
+            detection: None,
         }
     }
 }

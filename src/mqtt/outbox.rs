@@ -5,8 +5,19 @@
 //! states pile up: memory is one entry per topic, whatever happens. After a (re)connect or Home
 //! Assistant's birth message everything is queued again. Pure bookkeeping: sending is the
 //! caller's closure.
+//!
+//! Events (Home Assistant's `event` entities) are the exception: each one is sent once, never
+//! retained and never again after a reconnect, since a replayed event would fire automations a
+//! second time. They wait in a short queue of their own, and one that could not be sent within
+//! [`EVENT_FRESH_FOR`] is dropped: a cry announced minutes late would only mislead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// How long an event may wait for the broker before it is dropped as stale.
+pub const EVENT_FRESH_FOR: Duration = Duration::from_secs(30);
+/// Events waiting at most; the oldest goes first when more come.
+pub const MAX_EVENTS: usize = 16;
 
 /// One message as it should stand on the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +39,8 @@ pub struct Outbox {
     /// Topics to send, oldest change first; each at most once.
     queue: VecDeque<String>,
     queued: HashSet<String>,
+    /// Events to send once, oldest first, with the moment each happened.
+    events: VecDeque<(Instant, String, Message)>,
 }
 
 impl Outbox {
@@ -57,6 +70,38 @@ impl Outbox {
                 once: true,
             },
         );
+    }
+
+    /// Queues an event: sent once, not retained, dropped if still unsent after
+    /// [`EVENT_FRESH_FOR`].
+    pub fn push_event(&mut self, topic: &str, payload: impl Into<String>, now: Instant) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        let message = Message {
+            payload: payload.into(),
+            retain: false,
+            once: true,
+        };
+        self.events.push_back((now, topic.to_string(), message));
+    }
+
+    /// Hands waiting events to `send`, oldest first, after dropping the stale ones; stops at a
+    /// full client queue (what was not sent stays queued).
+    pub fn flush_events(
+        &mut self,
+        now: Instant,
+        mut send: impl FnMut(&str, &Message) -> Result<(), QueueFull>,
+    ) -> Result<(), QueueFull> {
+        while let Some((at, topic, message)) = self.events.front() {
+            if now.saturating_duration_since(*at) <= EVENT_FRESH_FOR {
+                send(topic, message)?;
+            } else {
+                tracing::debug!(topic, "dropping an event the broker did not take in time");
+            }
+            self.events.pop_front();
+        }
+        Ok(())
     }
 
     /// The payload `topic` should have, if Vigil publishes it.
@@ -192,6 +237,48 @@ mod tests {
         });
         assert_eq!(r, Err(QueueFull));
         assert_eq!(sent(&mut o), pairs(&[("b", "2")]));
+    }
+
+    #[test]
+    fn events_go_once_in_order_and_stale_ones_are_dropped() {
+        let mut o = Outbox::new();
+        let t0 = Instant::now();
+        let sent_events = |o: &mut Outbox, now: Instant| {
+            let mut out = Vec::new();
+            o.flush_events(now, |t, m| {
+                assert!(!m.retain, "an event is never retained");
+                out.push((t.to_string(), m.payload.clone()));
+                Ok(())
+            })
+            .unwrap();
+            out
+        };
+        o.set("vigil/a/crying", "ON");
+        o.push_event("vigil/a/cry", "started", t0);
+        o.push_event("vigil/a/cry", "ended", t0);
+        // Two events of one topic are two messages, unlike states.
+        assert_eq!(
+            sent_events(&mut o, t0),
+            pairs(&[("vigil/a/cry", "started"), ("vigil/a/cry", "ended")])
+        );
+        // A reconnect sends the states again, never an event.
+        o.resend_all(&[]);
+        assert_eq!(sent(&mut o), pairs(&[("vigil/a/crying", "ON")]));
+        assert!(sent_events(&mut o, t0).is_empty());
+        // Offline too long: the event is dropped, not announced late.
+        o.push_event("vigil/a/cry", "late", t0);
+        assert!(sent_events(&mut o, t0 + EVENT_FRESH_FOR + Duration::from_secs(1)).is_empty());
+        // A full client queue keeps it for the next try.
+        o.push_event("vigil/a/cry", "retry", t0);
+        assert_eq!(o.flush_events(t0, |_, _| Err(QueueFull)), Err(QueueFull));
+        assert_eq!(sent_events(&mut o, t0), pairs(&[("vigil/a/cry", "retry")]));
+        // Bounded.
+        for i in 0..MAX_EVENTS + 5 {
+            o.push_event("vigil/a/cry", i.to_string(), t0);
+        }
+        let kept = sent_events(&mut o, t0);
+        assert_eq!(kept.len(), MAX_EVENTS);
+        assert_eq!(kept[0].1, "5");
     }
 
     #[test]

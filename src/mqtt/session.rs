@@ -4,12 +4,16 @@
 //! the discovery configs and every state, all retained); Home Assistant's birth message does the
 //! same. Commands from Home Assistant's switch and number go into [`Settings`]. On stop it
 //! publishes `offline` and disconnects, so Home Assistant shows the entities unavailable at once.
+//!
+//! Cry events become the event entity's messages (sent once, never retained) and refresh the
+//! "last 12 h" sensors, which are also recounted every minute as old cries leave the window.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ClientError, Publish, QoS, SubscribeFilter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -18,15 +22,27 @@ use super::cleanup::{load_announced, save_announced, stale_topics};
 use super::discovery::{
     AVAILABILITY_TOPIC, BIRTH_TOPIC, COMMAND_SUBSCRIPTION, CONFIG_SUBSCRIPTION, CameraDevice,
     Entity, OFF, OFFLINE, ON, ONLINE, announcements, parse_command_topic, retained_topics,
+    state_topic,
 };
 use super::link::{Link, LinkEvent};
 use super::outbox::{Outbox, QueueFull};
-use super::states::{CameraStates, threshold_from_sensitivity, write_settings};
+use super::states::{
+    CameraStates, TOTALS_WINDOW, cry_event_payload, threshold_from_sensitivity, write_settings,
+    write_totals,
+};
 use super::{MqttSetup, MqttStatus};
+use crate::audio::history::unix_ms;
+use crate::audio::{CryChange, CryEvent, Detection};
 use crate::settings::Settings;
 
 /// How soon a full client queue is tried again.
 const QUEUE_RETRY: Duration = Duration::from_millis(50);
+
+/// How often the "last 12 h" sensors are recounted (a cry leaves the window as time passes).
+const TOTALS_EVERY: Duration = Duration::from_secs(60);
+
+/// How far an `Ended` event's `started_at` may be from its episode's recorded start.
+const EPISODE_START_SLACK: Duration = Duration::from_secs(5);
 
 /// How long the goodbye (`offline`, then disconnect) may take before the link is dropped.
 const GOODBYE_DEADLINE: Duration = Duration::from_secs(2);
@@ -44,6 +60,13 @@ struct Session {
     announced_saved: bool,
     /// When to try again after the client's queue was full.
     retry_at: Option<Instant>,
+    detection: Option<Detection>,
+    /// When the "last 12 h" sensors are recounted next.
+    totals_at: Instant,
+    /// Each crying camera's episode key: its `Started` event's time, as the history and the clip
+    /// recorder know it (an `Ended` event's `started_at` is computed again from the stream
+    /// clock and may differ by some milliseconds).
+    open_episodes: HashMap<String, u64>,
 }
 
 /// Runs one broker session until `shutdown`.
@@ -127,7 +150,11 @@ pub(super) async fn run(
         subscribed: false,
         announced_saved: false,
         retry_at: None,
+        detection: setup.detection.clone(),
+        totals_at: Instant::now(),
+        open_episodes: HashMap::new(),
     };
+    let mut cry_events = setup.detection.as_ref().map(Detection::events);
     session.prepare(&devices);
 
     loop {
@@ -137,6 +164,7 @@ pub(super) async fn run(
             Some(event) = link_rx.recv() => session.on_link(event),
             Some(index) = feed_rx.recv() => session.on_feed(index),
             Ok(()) = settings_changed.changed() => session.on_settings(),
+            Some(event) = next_cry_event(&mut cry_events) => session.on_cry_event(&event),
             _ = sleep_until(wake) => session.on_timer(),
         }
         session.flush();
@@ -188,6 +216,7 @@ impl Session {
             camera.update(now, &mut self.outbox);
             write_settings(&camera.name, &self.settings, &mut self.outbox);
         }
+        self.write_all_totals();
         let current: Vec<&str> = devices.iter().map(|d| d.camera.as_str()).collect();
         for gone in load_announced(&self.data_dir) {
             if current.contains(&gone.as_str()) {
@@ -280,8 +309,7 @@ impl Session {
             ),
         }
         // Home Assistant shows what is in effect, also after a refused command.
-        self.outbox
-            .resend(&super::discovery::state_topic(camera, entity));
+        self.outbox.resend(&state_topic(camera, entity));
         write_settings(camera, &self.settings, &mut self.outbox);
     }
 
@@ -289,6 +317,59 @@ impl Session {
         if let Some(camera) = self.cameras.get_mut(index) {
             camera.update(Instant::now().into_std(), &mut self.outbox);
         }
+    }
+
+    /// A cry started or ended: the event entity fires, and the totals count it at once.
+    fn on_cry_event(&mut self, event: &CryEvent) {
+        if !self.cameras.iter().any(|c| c.name == event.camera) {
+            return;
+        }
+        let episode = match event.change {
+            CryChange::Started { at, .. } => {
+                let key = unix_ms(at);
+                self.open_episodes.insert(event.camera.clone(), key);
+                self.detection
+                    .as_ref()
+                    .and_then(|d| d.episode(&event.camera, key))
+            }
+            CryChange::Ended { started_at, .. } => {
+                let key = self.open_episodes.remove(&event.camera);
+                self.detection.as_ref().and_then(|d| match key {
+                    Some(key) => d.episode(&event.camera, key),
+                    // Its start was missed: the camera's newest episode is the one that ended.
+                    None => d
+                        .episodes(
+                            &event.camera,
+                            started_at
+                                .checked_sub(EPISODE_START_SLACK)
+                                .unwrap_or(std::time::UNIX_EPOCH),
+                        )
+                        .and_then(|episodes| episodes.into_iter().next_back()),
+                })
+            }
+        };
+        // The clip recorder lists a clip under the episode as it opens it.
+        let clip = episode.and_then(|e| e.clips.into_iter().next());
+        self.outbox.push_event(
+            &state_topic(&event.camera, Entity::Cry),
+            cry_event_payload(&event.change, clip.as_deref()),
+            Instant::now().into_std(),
+        );
+        let totals = self.totals_of(&event.camera);
+        write_totals(&event.camera, totals, &mut self.outbox);
+    }
+
+    fn totals_of(&self, camera: &str) -> Option<crate::audio::history::CryTotals> {
+        self.detection.as_ref()?.totals(camera, TOTALS_WINDOW)
+    }
+
+    fn write_all_totals(&mut self) {
+        let names: Vec<String> = self.cameras.iter().map(|c| c.name.clone()).collect();
+        for camera in names {
+            let totals = self.totals_of(&camera);
+            write_totals(&camera, totals, &mut self.outbox);
+        }
+        self.totals_at = Instant::now() + TOTALS_EVERY;
     }
 
     fn on_settings(&mut self) {
@@ -305,6 +386,9 @@ impl Session {
         for camera in &mut self.cameras {
             camera.update_due(now.into_std(), &mut self.outbox);
         }
+        if self.totals_at <= now {
+            self.write_all_totals();
+        }
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -312,6 +396,7 @@ impl Session {
             .iter()
             .filter_map(|c| c.deadline().map(Instant::from_std))
             .chain(self.retry_at)
+            .chain([self.totals_at])
             .min()
     }
 
@@ -337,7 +422,7 @@ impl Session {
             }
         }
         let client = &self.client;
-        let flushed = self.outbox.flush(|topic, message| {
+        let publish = |topic: &str, message: &super::outbox::Message| {
             client
                 .try_publish(
                     topic,
@@ -349,7 +434,12 @@ impl Session {
                     tracing::trace!(topic, "client queue full: {e}");
                     QueueFull
                 })
-        });
+        };
+        // Events first: an automation waits on them.
+        let flushed = self
+            .outbox
+            .flush_events(Instant::now().into_std(), publish)
+            .and_then(|()| self.outbox.flush(publish));
         match flushed {
             Ok(()) if !self.announced_saved => {
                 self.announced_saved = true;
@@ -384,6 +474,25 @@ async fn forward_changes(
         }
         if changes.send(index).await.is_err() {
             return;
+        }
+    }
+}
+
+/// The next cry event, skipping over missed ones; pending forever without detection.
+async fn next_cry_event(events: &mut Option<broadcast::Receiver<CryEvent>>) -> Option<CryEvent> {
+    let Some(receiver) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(event) => return Some(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("{n} cry events missed by MQTT");
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                *events = None;
+                return std::future::pending().await;
+            }
         }
     }
 }

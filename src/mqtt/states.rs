@@ -1,6 +1,7 @@
 //! What each camera's state topics say: crying and online at once, the cry score and the sound
 //! level through [`Throttle`]s, and the switch and number from the settings store (with the
-//! mapping of the sensitivity number, 0–100 %, to the cry threshold, 0–1).
+//! mapping of the sensitivity number, 0–100 %, to the cry threshold, 0–1), the "last 12 h"
+//! totals, and the cry event entity's payloads.
 //!
 //! Reads the camera's watch channels (always the latest value, never a queue) and writes the
 //! [`Outbox`]; no I/O.
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::CameraFeed;
-use super::discovery::{Entity, NO_VALUE, OFF, ON, state_topic};
+use super::discovery::{CRY_ENDED, CRY_STARTED, Entity, NO_VALUE, OFF, ON, state_topic};
 use super::outbox::Outbox;
 use super::rate::Throttle;
-use crate::audio::CryReading;
+use crate::audio::history::CryTotals;
+use crate::audio::{CryChange, CryReading};
 use crate::cry_pictures::LatestPicture;
 use crate::settings::Settings;
 
@@ -142,6 +144,46 @@ impl CameraStates {
             );
         }
     }
+}
+
+/// The window of the "cries" and "crying time" sensors.
+pub const TOTALS_WINDOW: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// Writes `camera`'s "last 12 h" sensors; `None` (no detection) shows them as unknown.
+pub(super) fn write_totals(camera: &str, totals: Option<CryTotals>, outbox: &mut Outbox) {
+    let (count, minutes) = match totals {
+        Some(t) => (
+            t.episodes.to_string(),
+            number_payload(t.crying_ms as f32 / 60_000.0),
+        ),
+        None => (NO_VALUE.to_string(), NO_VALUE.to_string()),
+    };
+    outbox.set(&state_topic(camera, Entity::CriesLast12h), count);
+    outbox.set(&state_topic(camera, Entity::CryingTimeLast12h), minutes);
+}
+
+/// The cry event entity's message for `change`: `event_type` and, as attributes, the
+/// episode's `duration` (whole seconds, 0 at its start), `peak_score` (%, so far) and `clip`
+/// (its first clip, relative to the clips folder, or null while none is listed).
+pub fn cry_event_payload(change: &CryChange, clip: Option<&str>) -> String {
+    let (event_type, duration, peak) = match *change {
+        CryChange::Started { score, .. } => (CRY_STARTED, 0, score),
+        CryChange::Ended {
+            started_at,
+            ended_at,
+            peak_score,
+        } => {
+            let lasted = ended_at.duration_since(started_at).unwrap_or_default();
+            (CRY_ENDED, lasted.as_secs_f64().round() as u64, peak_score)
+        }
+    };
+    serde_json::json!({
+        "event_type": event_type,
+        "duration": duration,
+        "peak_score": score_percent(peak) as u32,
+        "clip": clip,
+    })
+    .to_string()
 }
 
 /// Writes the switch and number states of `camera` from the settings store.
@@ -306,6 +348,51 @@ mod tests {
         assert_eq!(threshold_from_sensitivity(101.0), None);
         assert_eq!(threshold_from_sensitivity(-1.0), None);
         assert_eq!(threshold_from_sensitivity(f32::NAN), None);
+    }
+
+    #[test]
+    fn cry_events_carry_the_episode() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let started: serde_json::Value = serde_json::from_str(&cry_event_payload(
+            &CryChange::Started {
+                at: t0,
+                score: 0.912,
+            },
+            None,
+        ))
+        .unwrap();
+        assert_eq!(
+            started,
+            serde_json::json!({"event_type": "cry_started", "duration": 0, "peak_score": 91, "clip": null})
+        );
+        let ended: serde_json::Value = serde_json::from_str(&cry_event_payload(
+            &CryChange::Ended {
+                started_at: t0,
+                ended_at: t0 + Duration::from_millis(65_600),
+                peak_score: 0.99,
+            },
+            Some("nursery/2023-11-14/22-13-20.mp4"),
+        ))
+        .unwrap();
+        assert_eq!(
+            ended,
+            serde_json::json!({"event_type": "cry_ended", "duration": 66, "peak_score": 99, "clip": "nursery/2023-11-14/22-13-20.mp4"})
+        );
+    }
+
+    #[test]
+    fn totals_are_a_count_and_minutes() {
+        let mut outbox = Outbox::new();
+        write_totals("nursery", None, &mut outbox);
+        assert_eq!(outbox.get("vigil/nursery/cries_12h"), Some("None"));
+        assert_eq!(outbox.get("vigil/nursery/crying_time_12h"), Some("None"));
+        let totals = CryTotals {
+            episodes: 3,
+            crying_ms: 95_000,
+        };
+        write_totals("nursery", Some(totals), &mut outbox);
+        assert_eq!(outbox.get("vigil/nursery/cries_12h"), Some("3"));
+        assert_eq!(outbox.get("vigil/nursery/crying_time_12h"), Some("1.6"));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct WebState {
     pub names: StreamNames,
     /// The restream's port, to recognise our own restream URLs.
     pub rtsp_port: u16,
+    /// The cry pictures' directory ([`crate::cry_pictures`]), for the panel's episodes.
+    pub cry_pictures: std::path::PathBuf,
     /// The cry clips: their folder (served at `/api/clips/…`) and each camera's clip status.
     pub clips: Clips,
 }

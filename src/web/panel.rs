@@ -1,10 +1,13 @@
-//! The panel in Home Assistant's sidebar: the page and its assets (embedded in the binary), and
-//! the two JSON endpoints it polls — every camera's state now, and one camera's timeline.
+//! The panel in Home Assistant's sidebar: the page and its assets (embedded in the binary), the
+//! JSON endpoints it polls — every camera's state now, one camera's timeline, the night's cry
+//! episodes — and each cry's onset picture (kept by [`crate::cry_pictures`]). The episodes'
+//! clips are played from `api/clips/<path>`.
 //!
 //! Every URL the page uses is relative, so it works under the ingress prefix
 //! (`/api/hassio_ingress/<token>/`). Nothing here is loaded from the internet, and nothing here
 //! sees a camera's credentials: statuses are redacted where they are made.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -18,6 +21,7 @@ use super::WebState;
 use crate::audio::CryReading;
 use crate::camera::{CameraHandle, CameraStatus, ConsumerKind};
 use crate::clips::ClipsStatus;
+use crate::cry_pictures;
 use crate::mqtt::MqttStatus;
 
 /// The longest timeline the panel may ask for (the detector keeps 24 h).
@@ -30,6 +34,8 @@ pub fn routes() -> Router<WebState> {
         .route("/assets/{file}", get(asset))
         .route("/api/panel/state", get(state))
         .route("/api/panel/history", get(history))
+        .route("/api/panel/episodes", get(episodes))
+        .route("/api/panel/cry-pictures/{camera}/{file}", get(cry_picture))
         .route("/api/clips/{*path}", get(clip))
 }
 
@@ -41,6 +47,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "app.js",
         "text/javascript; charset=utf-8",
         include_bytes!("ui/app.js"),
+    ),
+    (
+        "episodes.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui/episodes.js"),
     ),
     (
         "player.js",
@@ -210,6 +221,154 @@ fn mqtt_view(status: &MqttStatus) -> MqttView {
     }
 }
 
+/// The night's cry episodes, newest first.
+#[derive(Debug, Serialize)]
+pub struct EpisodesView {
+    pub episodes: Vec<EpisodeView>,
+}
+
+/// One cry episode as the panel lists it.
+#[derive(Debug, Serialize)]
+pub struct EpisodeView {
+    pub camera: String,
+    pub started_ms: u64,
+    /// `None` while the cry goes on.
+    pub ended_ms: Option<u64>,
+    pub peak_score: f32,
+    /// The episode's clips, in order.
+    pub clips: Vec<ClipView>,
+    /// The onset's picture, relative to the panel, while it is kept (the newest 20 per camera).
+    pub picture: Option<String>,
+}
+
+/// One clip of an episode.
+#[derive(Debug, Serialize)]
+pub struct ClipView {
+    /// Relative to the clips folder; played from `api/clips/<path>`.
+    pub path: String,
+    /// Finished and served; a clip still being written (or deleted since) is not.
+    pub ready: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct EpisodesQuery {
+    /// One camera, or every camera when absent.
+    camera: Option<String>,
+    hours: Option<u64>,
+}
+
+fn no_camera(web: &WebState, camera: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "no camera named '{camera}'; cameras: {}\n",
+            web.cameras.names().join(", ")
+        ),
+    )
+        .into_response()
+}
+
+async fn episodes(State(web): State<WebState>, Query(q): Query<EpisodesQuery>) -> Response {
+    let cameras = match q.camera {
+        Some(camera) if web.cameras.get(&camera).is_none() => return no_camera(&web, &camera),
+        Some(camera) => vec![camera],
+        None => web.cameras.names(),
+    };
+    let hours = q.hours.unwrap_or(12).clamp(1, MAX_HISTORY_HOURS);
+    let since = SystemTime::now() - Duration::from_secs(hours * 3600);
+    let Some(detection) = web.detection.clone() else {
+        return axum::Json(EpisodesView {
+            episodes: Vec::new(),
+        })
+        .into_response();
+    };
+    let pictures_dir = web.cry_pictures.clone();
+    let clips_root = web.clips.root().to_path_buf();
+    // Listing the pictures and looking at the clips read the disk: off the async threads.
+    let listed = tokio::task::spawn_blocking(move || {
+        let mut episodes = Vec::new();
+        for camera in cameras {
+            let Some(records) = detection.episodes(&camera, since) else {
+                continue;
+            };
+            let pictures: HashSet<u64> = cry_pictures::kept_onsets(&pictures_dir, &camera)
+                .into_iter()
+                .collect();
+            episodes.extend(records.into_iter().map(|e| {
+                EpisodeView {
+                    picture: pictures
+                        .contains(&e.started_ms)
+                        .then(|| format!("api/panel/cry-pictures/{camera}/{}.jpg", e.started_ms)),
+                    camera: camera.clone(),
+                    started_ms: e.started_ms,
+                    ended_ms: e.ended_ms,
+                    peak_score: e.peak_score,
+                    clips: e
+                        .clips
+                        .into_iter()
+                        .map(|path| ClipView {
+                            ready: crate::clips::paths::served_file(&clips_root, &path)
+                                .is_some_and(|file| file.is_file()),
+                            path,
+                        })
+                        .collect(),
+                }
+            }));
+        }
+        episodes.sort_by_key(|e| std::cmp::Reverse(e.started_ms));
+        episodes
+    })
+    .await;
+    match listed {
+        Ok(episodes) => axum::Json(EpisodesView { episodes }).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot list the episodes: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// `cry-pictures/<camera>/<onset ms>.jpg`: a kept picture of a cry's onset.
+async fn cry_picture(
+    State(web): State<WebState>,
+    Path((camera, file)): Path<(String, String)>,
+) -> Response {
+    if web.cameras.get(&camera).is_none() {
+        return no_camera(&web, &camera);
+    }
+    let Some(started_ms) = file
+        .strip_suffix(".jpg")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("'{file}' is not a cry picture's name (<unix ms>.jpg)\n"),
+        )
+            .into_response();
+    };
+    let path = cry_pictures::picture_path(&web.cry_pictures, &camera, started_ms);
+    match tokio::fs::read(&path).await {
+        Ok(jpeg) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                // A picture never changes under its name.
+                (header::CACHE_CONTROL, "max-age=86400, immutable"),
+            ],
+            jpeg,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "no picture of {camera}'s cry at {started_ms} (only the newest {} are kept)\n",
+                cry_pictures::KEPT_PER_CAMERA
+            ),
+        )
+            .into_response(),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct HistoryQuery {
     camera: String,
@@ -218,15 +377,7 @@ struct HistoryQuery {
 
 async fn history(State(web): State<WebState>, Query(q): Query<HistoryQuery>) -> Response {
     if web.cameras.get(&q.camera).is_none() {
-        return (
-            StatusCode::NOT_FOUND,
-            format!(
-                "no camera named '{}'; cameras: {}\n",
-                q.camera,
-                web.cameras.names().join(", ")
-            ),
-        )
-            .into_response();
+        return no_camera(&web, &q.camera);
     }
     let hours = q.hours.unwrap_or(12).clamp(1, MAX_HISTORY_HOURS);
     let since = SystemTime::now() - Duration::from_secs(hours * 3600);

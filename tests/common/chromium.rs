@@ -225,6 +225,50 @@ impl Chromium {
         .await;
     }
 
+    /// Makes `page`'s clock read in `timezone` (an IANA name such as `UTC`), as a phone set to
+    /// that zone would, so that the times it shows can be checked.
+    pub async fn set_timezone(&mut self, page: &Page, timezone: &str) {
+        self.call(
+            Some(&page.session),
+            "Emulation.setTimezoneOverride",
+            json!({ "timezoneId": timezone }),
+        )
+        .await;
+    }
+
+    /// Clicks (or, on an emulated phone, taps) at `x`, `y` in CSS pixels of the viewport, as a
+    /// user's finger would: what is drawn on top there gets it.
+    pub async fn click_at(&mut self, page: &Page, x: f64, y: f64) {
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                Some(&page.session),
+                "Input.dispatchMouseEvent",
+                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+            )
+            .await;
+        }
+    }
+
+    /// Scrolls the element `selector` into view and clicks its centre ([`Chromium::click_at`]);
+    /// panics if nothing matches.
+    pub async fn click(&mut self, page: &Page, selector: &str) {
+        let selector_js = serde_json::to_string(selector).unwrap();
+        let at = self
+            .eval(
+                page,
+                &format!(
+                    "(() => {{ const e = document.querySelector({selector_js}); if (!e) return null; \
+                     e.scrollIntoView({{ block: 'center' }}); const r = e.getBoundingClientRect(); \
+                     return [r.left + r.width / 2, r.top + r.height / 2]; }})()"
+                ),
+            )
+            .await;
+        let (Some(x), Some(y)) = (at[0].as_f64(), at[1].as_f64()) else {
+            panic!("nothing to click at {selector}");
+        };
+        self.click_at(page, x, y).await;
+    }
+
     /// Loads `url` in `page`; returns once the new document is committed (so that evaluating
     /// in it no longer races the navigation).
     pub async fn navigate(&mut self, page: &Page, url: &str) {

@@ -8,6 +8,7 @@ pub mod fake_camera;
 pub mod fake_supervisor;
 pub mod fixtures;
 pub mod home_assistant;
+pub mod ingress;
 pub mod mosquitto;
 pub mod mqtt_probe;
 pub mod mqtt_run;

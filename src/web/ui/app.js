@@ -1,5 +1,7 @@
-// Vigil's panel: a live grid of cameras, a crying badge, the sound level, camera health and the
-// night's timeline. Every URL is relative, so the page works under Home Assistant's ingress path.
+// Vigil's panel: a live grid of cameras, a crying badge, the sound level, camera health, the
+// night's timeline; its cries are in episodes.js. Every URL is relative, so the page works under
+// Home Assistant's ingress path. Plain DOM and <video>: the companion app's Android WebView runs
+// it as it is.
 "use strict";
 
 // Half a second: the crying badge shows within 2 s of a cry (detection takes about 1.2 s).
@@ -15,6 +17,7 @@ const STREAM_CHOICES = ["auto", "main", "sub"];
 const cards = new Map(); // camera name -> {el, player, camera}
 let listening = localStorage.getItem("vigil.listen") || "";
 let focused = "";
+let cryingKey = ""; // which cameras cry now: the list is reloaded when that changes
 
 function $(sel, root = document) {
   return root.querySelector(sel);
@@ -87,6 +90,9 @@ function createCard(camera) {
   video.poster = `api/frame.jpeg?src=${encodeURIComponent(camera.name)}&width=640`;
   const card = { el, video, camera, player: null, history: null, remote: false };
   $(".video-box", el).addEventListener("click", () => openFocus(camera.name));
+  const timeline = $(".timeline", el);
+  timeline.dataset.camera = camera.name;
+  timeline.addEventListener("click", onTimelineClick);
   $(".level", el).addEventListener("click", (ev) => {
     ev.stopPropagation();
     setListening(listening === camera.name ? "" : camera.name);
@@ -272,11 +278,12 @@ function drawTimeline(box, history, large) {
   }
   if (history) {
     for (const ep of history.episodes || []) {
-      const x0 = x(Math.max(ep.started_ms, from));
       const x1 = x(ep.ended_ms || now);
+      // At least 6 px wide, and inside the picture: a finger must be able to tap it.
+      const x0 = Math.min(x(Math.max(ep.started_ms, from)), x1 - 6, w - 6);
       const when = new Date(ep.started_ms).toLocaleTimeString() +
         (ep.ended_ms ? " – " + new Date(ep.ended_ms).toLocaleTimeString() : " (now)");
-      parts.push(`<rect class="episode" x="${x0}" y="0" width="${Math.max(2, x1 - x0)}" height="${h - 12}"><title>Crying ${when}, peak ${Math.round(ep.peak_score * 100)}%</title></rect>`);
+      parts.push(`<rect class="episode" data-started="${ep.started_ms}" x="${x0}" y="0" width="${Math.min(w, x1) - x0}" height="${h - 12}"><title>Crying ${when}, peak ${Math.round(ep.peak_score * 100)}%</title></rect>`);
     }
     const pts = (history.buckets || [])
       .filter((b) => b.start_ms >= from)
@@ -299,12 +306,14 @@ function openFocus(name) {
   if (!card) return;
   focused = name;
   $("#focus-title").textContent = title(name);
+  $("#focus-timeline").dataset.camera = name;
   $("#focus-video").append(card.video); // the same video element; the main stream if wanted
   $("#focus").hidden = false;
   history.pushState({ focus: name }, "");
   applyStream(card);
   updateFocus(card);
   drawTimeline($("#focus-timeline"), card.history, true);
+  drawEpisodes();
 }
 
 function closeFocus() {
@@ -324,9 +333,12 @@ function updateFocus(card) {
 }
 
 $("#back").addEventListener("click", () => history.back());
-window.addEventListener("popstate", () => focused && closeFocus());
+window.addEventListener("popstate", () => {
+  if (episodeOpen) closeEpisode();
+  else if (focused) closeFocus();
+});
 document.addEventListener("keydown", (ev) => {
-  if (ev.key === "Escape" && focused) history.back();
+  if (ev.key === "Escape" && (episodeOpen || focused)) history.back();
 });
 
 // ---- the loop ----------------------------------------------------------------------------
@@ -350,6 +362,18 @@ async function refresh() {
     updateCard(card, camera);
   }
   applyListening();
+  // A cry began or ended: the list and the timelines show it now, and again a moment later,
+  // once the onset's picture is kept.
+  const nowCrying = state.cameras.map((c) => `${c.name}:${!!(c.cry && c.cry.crying)}`).join(",");
+  if (nowCrying !== cryingKey) {
+    const first = !cryingKey;
+    cryingKey = nowCrying;
+    loadEpisodes();
+    if (!first) {
+      cards.forEach(loadHistory);
+      setTimeout(loadEpisodes, 3000);
+    }
+  }
 }
 
 applyTheme();
@@ -367,7 +391,10 @@ window.addEventListener("resize", () => {
   }, 200);
 });
 setInterval(refresh, STATE_EVERY_MS);
-setInterval(() => cards.forEach(loadHistory), HISTORY_EVERY_MS);
+setInterval(() => {
+  cards.forEach(loadHistory);
+  loadEpisodes();
+}, HISTORY_EVERY_MS);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) refresh();
 });
