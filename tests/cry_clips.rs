@@ -177,13 +177,10 @@ fn cry_and_wait(camera: &mut FakeCamera, web_port: u16, name: &str) -> serde_jso
     episode
 }
 
-#[test]
-fn a_cry_becomes_a_clip_with_the_seconds_before_and_after() {
-    let mut nursery = FakeCamera::start(&["--audio", "pcma"]);
-    let playroom = FakeCamera::start(&["--audio", "aac"]);
+/// Vigil with the cameras `nursery` and `playroom` (each hub carrying the camera's own sound:
+/// no `unify_audio`), once clips are on and both cameras online.
+fn start_with_two_cameras(nursery: &FakeCamera, playroom: &FakeCamera) -> (Vigil, Ports) {
     let ports = Ports::free();
-    // Without unify_audio the nursery's hub sound is the camera's own A-law: the clip encodes
-    // it to AAC itself.
     let options = ports.options(&format!(
         "unify_audio: false\ncameras:\n  - {{name: nursery, url: '{}'}}\n  - {{name: playroom, \
          url: '{}'}}\n",
@@ -198,6 +195,16 @@ fn a_cry_becomes_a_clip_with_the_seconds_before_and_after() {
             .iter()
             .all(|c| panel_camera(ports.web, c)["status"]["state"] == "online")
     });
+    (vigil, ports)
+}
+
+#[test]
+fn a_cry_becomes_a_clip_with_the_seconds_before_and_after() {
+    let mut nursery = FakeCamera::start(&["--audio", "pcma"]);
+    let playroom = FakeCamera::start(&["--audio", "aac"]);
+    // Without unify_audio the nursery's hub sound is the camera's own A-law: the clip encodes
+    // it to AAC itself.
+    let (vigil, ports) = start_with_two_cameras(&nursery, &playroom);
     assert_eq!(
         panel_camera(ports.web, "nursery")["clips"]["state"],
         "ready"
@@ -306,16 +313,10 @@ fn enter_small_disk(name: &str) -> bool {
         .env(TMPFS, dir.path())
         .output()
         .expect("cannot run unshare (util-linux)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    print!("{text}");
-    assert!(
-        output.status.success() && text.contains("1 passed"),
-        "{name} failed inside its mount namespace ({}); unshare and mount need root:\n{text}",
-        output.status
+    common::netns::assert_rerun_passed(
+        name,
+        &output,
+        "its mount namespace; unshare and mount need root",
     );
     false
 }
@@ -444,20 +445,7 @@ fn a_camera_gone_or_vigil_stopping_mid_clip_leaves_a_clip_that_plays() {
     let mut nursery = FakeCamera::start(&["--audio", "opus"]);
     // An H.265 camera: its video goes into the clip as it is, too.
     let mut playroom = FakeCamera::start(&["--audio", "aac", "--video", "h265"]);
-    let ports = Ports::free();
-    let options = ports.options(&format!(
-        "unify_audio: false\ncameras:\n  - {{name: nursery, url: '{}'}}\n  - {{name: playroom, url: '{}'}}\n",
-        nursery.url(),
-        playroom.url()
-    ));
-    let mut vigil = Vigil::start(&options);
-    wait_for_panel(ports.web);
-    vigil.wait_for_log("cry clips on", Duration::from_secs(20));
-    wait_until("both cameras online", Duration::from_secs(20), || {
-        ["nursery", "playroom"]
-            .iter()
-            .all(|c| panel_camera(ports.web, c)["status"]["state"] == "online")
-    });
+    let (mut vigil, ports) = start_with_two_cameras(&nursery, &playroom);
     std::thread::sleep(Duration::from_secs(6));
     let root = vigil.data_dir.path().join("clips");
 

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::chromium::{Chromium, Page};
 use common::cry::{audible_offset, clip, unix_ms_now};
@@ -69,20 +69,10 @@ async fn wait_state(
     condition: &str,
     timeout: Duration,
 ) -> Value {
-    let test =
-        format!("(() => {{ const s = {expression}; return s && ({condition}) ? s : null; }})()");
-    let deadline = Instant::now() + timeout;
-    loop {
-        let value = chromium.eval(page, &test).await;
-        if !value.is_null() {
-            return value;
-        }
-        if Instant::now() > deadline {
-            let now = chromium.eval(page, expression).await;
-            panic!("not ({condition}) after {timeout:?}: {now}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("not ({condition})");
+    chromium
+        .wait_state(page, expression, condition, timeout, &what)
+        .await
 }
 
 #[test]

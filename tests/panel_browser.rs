@@ -57,20 +57,9 @@ async fn wait_card(
     condition: &str,
     what: &str,
 ) -> serde_json::Value {
-    let expression =
-        format!("(() => {{ const s = {state}; return s && {condition} ? s : null; }})()");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let value = chromium.eval(page, &expression).await;
-        if !value.is_null() {
-            return value;
-        }
-        if Instant::now() > deadline {
-            let now = chromium.eval(page, state).await;
-            panic!("{what} after 20 s: {now}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    chromium
+        .wait_state(page, state, condition, Duration::from_secs(20), what)
+        .await
 }
 
 fn print_log_on_failure(vigil: &Vigil, chromium_log: &str) {

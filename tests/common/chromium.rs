@@ -316,6 +316,32 @@ impl Chromium {
         result["result"]["value"].clone()
     }
 
+    /// Polls `state` (an expression giving an object, or null) until `condition` (on `s`)
+    /// holds, and returns that state; after `timeout` fails saying `what`, with the state then.
+    pub async fn wait_state(
+        &mut self,
+        page: &Page,
+        state: &str,
+        condition: &str,
+        timeout: Duration,
+        what: &str,
+    ) -> Value {
+        let test =
+            format!("(() => {{ const s = {state}; return s && ({condition}) ? s : null; }})()");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.eval(page, &test).await;
+            if !value.is_null() {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let now = self.eval(page, state).await;
+                panic!("{what} after {timeout:?}: {now}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Evaluates `expression` until it is truthy; returns that value, or panics with the
     /// last value after `timeout`.
     pub async fn wait_for(&mut self, page: &Page, expression: &str, timeout: Duration) -> Value {

@@ -61,6 +61,13 @@ pub fn enter(name: &str) -> bool {
     let output = rerun_inside(&[name, "--exact", "--nocapture", "--test-threads=1"])
         .output()
         .expect("cannot run unshare (util-linux)");
+    assert_rerun_passed(name, &output, "its network namespace; unshare needs root");
+    false
+}
+
+/// Prints what test `name`, run again by itself in `place` (a namespace the test made), said,
+/// and fails unless it passed there.
+pub fn assert_rerun_passed(name: &str, output: &std::process::Output, place: &str) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -69,8 +76,7 @@ pub fn enter(name: &str) -> bool {
     print!("{text}");
     assert!(
         output.status.success() && text.contains("1 passed"),
-        "{name} failed inside its network namespace ({}); unshare needs root:\n{text}",
+        "{name} failed inside {place} ({}):\n{text}",
         output.status
     );
-    false
 }
