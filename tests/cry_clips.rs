@@ -177,6 +177,18 @@ fn cry_and_wait(camera: &mut FakeCamera, web_port: u16, name: &str) -> serde_jso
     episode
 }
 
+/// The clips an episode (as the panel's API gives it) lists, relative to the clips folder.
+fn listed_clips(episode: &serde_json::Value) -> Vec<String> {
+    episode["clips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Vigil with the cameras `nursery` and `playroom` (each hub carrying the camera's own sound:
 /// no `unify_audio`), once clips are on and both cameras online.
 fn start_with_two_cameras(nursery: &FakeCamera, playroom: &FakeCamera) -> (Vigil, Ports) {
@@ -213,14 +225,7 @@ fn a_cry_becomes_a_clip_with_the_seconds_before_and_after() {
     std::thread::sleep(Duration::from_secs(10));
 
     let episode = cry_and_wait(&mut nursery, ports.web, "nursery");
-    let listed: Vec<String> = episode["clips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let listed = listed_clips(&episode);
     assert_eq!(listed.len(), 1, "one clip listed in the episode: {episode}");
     let relative = &listed[0];
     assert!(
@@ -507,14 +512,7 @@ fn a_long_cry_goes_on_in_the_next_clip_after_two_minutes() {
         episode["ended_ms"].is_u64()
     });
     assert_eq!(episodes(ports.web, "nursery").len(), 1, "one episode");
-    let clips: Vec<String> = episode["clips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let clips = listed_clips(&episode);
     assert_eq!(clips.len(), 2, "two clips in the episode: {episode}");
     let root = vigil.data_dir.path().join("clips");
     let mut total = 0.0;
