@@ -19,7 +19,9 @@
 //! - `quit`: exits. The end of stdin does not: the camera serves until killed.
 //!
 //! With `--serve flv-http` or `--serve rtmp` it serves Reolink's FLV streams instead (see [`flv`]
-//! and [`rtmp`]).
+//! and [`rtmp`]). With `--play FILE` it serves a recording in a loop instead of encoding (see
+//! [`recording`]): nothing is encoded while it serves, and the commands above (but `quit`) are
+//! refused.
 //!
 //! This is a test tool: it never sees a real camera, and Vigil never links it.
 
@@ -27,6 +29,7 @@ mod audio;
 mod flv;
 mod garbage;
 mod media;
+mod recording;
 mod rtmp;
 
 use std::io::BufRead;
@@ -100,6 +103,11 @@ pub struct Args {
     /// What to serve: RTSP, or Reolink's FLV streams over HTTP or RTMP (H.264 + AAC).
     #[arg(long, value_enum, default_value_t = Serve::Rtsp)]
     serve: Serve,
+    /// Serve this recording (Matroska: H.264 or H.265, with AAC, G.711 or Opus sound or none)
+    /// over RTSP, looped in real time, instead of encoding a pattern; the picture and sound
+    /// options are then ignored.
+    #[arg(long, value_name = "FILE", conflicts_with = "garbage")]
+    play: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +162,13 @@ fn main() -> anyhow::Result<()> {
         return garbage::serve(&args.address, args.port, &args.path);
     }
     gst::init().context("cannot initialise GStreamer")?;
+    if args.play.is_some() && args.serve != Serve::Rtsp {
+        bail!("--play serves RTSP only");
+    }
+    let recording = match &args.play {
+        Some(path) => Some(Arc::new(recording::Recording::load(path)?)),
+        None => None,
+    };
     let clips = Arc::new(audio::ClipQueue::default());
     if args.serve != Serve::Rtsp {
         // The FLV servers run on their own threads; stdin's commands work the same.
@@ -177,7 +192,10 @@ fn main() -> anyhow::Result<()> {
     server.set_address(&args.address);
     server.set_service(&args.port.to_string());
     let factory = gst_rtsp_server::RTSPMediaFactory::new();
-    factory.set_launch(&media::launch_description(&args));
+    match &recording {
+        Some(recording) => factory.set_launch(&recording.launch_description()?),
+        None => factory.set_launch(&media::launch_description(&args)),
+    }
     // One encoder for every client, as a camera has.
     factory.set_shared(true);
     factory.set_protocols(gst_rtsp::RTSPLowerTrans::TCP | gst_rtsp::RTSPLowerTrans::UDP);
@@ -189,6 +207,10 @@ fn main() -> anyhow::Result<()> {
     {
         let (clips, current, args) = (clips.clone(), current.clone(), args.clone());
         factory.connect_media_configure(move |_, media| {
+            if let Some(recording) = &recording {
+                recording.start_feeding(media);
+                return;
+            }
             media::configure(media, &args, &current);
             if args.audio != AudioCodec::None {
                 audio::start_feeding(media, args.audio_rate(), clips.clone());
@@ -215,12 +237,15 @@ fn main() -> anyhow::Result<()> {
     let main_loop = gst::glib::MainLoop::new(None, false);
     let quit = main_loop.clone();
     let rate = args.audio_rate();
+    let playing = args.play.is_some();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines().map_while(Result::ok) {
             let line = line.trim();
             if line == "quit" {
                 quit.quit();
                 return;
+            } else if playing && !line.is_empty() {
+                println!("error: only `quit` while playing a recording");
             } else if let Some(path) = line.strip_prefix("play ") {
                 match audio::load_clip(path.trim(), rate) {
                     Ok(samples) => clips.push(path.trim().to_string(), samples),
