@@ -10,6 +10,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "measure.rs"]
+mod measure;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -182,34 +184,6 @@ async fn serve(cameras: Cameras, dir: &TempDir, token: CancellationToken) -> u16
     port
 }
 
-/// CPU time per thread name (clock ticks) of this process, now.
-fn threads() -> HashMap<String, u64> {
-    let mut by_name = HashMap::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let path = task.path();
-        let (Ok(comm), Ok(stat)) = (
-            std::fs::read_to_string(path.join("comm")),
-            std::fs::read_to_string(path.join("stat")),
-        ) else {
-            continue;
-        };
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // Number the same-named threads apart no more: group them.
-        let name = comm
-            .trim()
-            .trim_end_matches(|c: char| c.is_ascii_digit())
-            .to_string();
-        *by_name.entry(name).or_insert(0) += ticks;
-    }
-    by_name
-}
-
 struct Phase {
     /// CPU seconds per minute of wall time, per thread name.
     per_thread: HashMap<String, f64>,
@@ -217,29 +191,11 @@ struct Phase {
 }
 
 async fn measure(phase: Duration) -> Phase {
-    let ticks = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    let (before, started) = (threads(), Instant::now());
+    let this = std::process::id();
+    let (before, started) = (measure::thread_ticks(this), Instant::now());
     tokio::time::sleep(phase).await;
-    let after = threads();
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let per_thread: HashMap<String, f64> = after
-        .iter()
-        .map(|(name, t)| {
-            let used = t.saturating_sub(*before.get(name).unwrap_or(&0));
-            (name.clone(), used as f64 / ticks / minutes)
-        })
-        .filter(|(_, v)| *v > 0.0)
-        .collect();
+    let per_thread = measure::thread_rates(&before, &measure::thread_ticks(this), minutes);
     let total = per_thread.values().sum();
     Phase { per_thread, total }
 }

@@ -16,15 +16,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "measure.rs"]
+mod measure;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::fake_camera::FakeCamera;
 use common::rtsp_client::{ClientOptions, RtspClient};
 use common::{Ports, Vigil, cameras_yaml, rss_kib, streams, wait_until};
-use gst::prelude::*;
+use measure::{cpu_time, environment, median};
 
 const CAMERA: &[&str] = &[
     "--width",
@@ -53,9 +55,7 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    if args.first().map(String::as_str) == Some("clients") {
-        return run_clients(&args[1], args[2].parse().expect("client count"));
-    }
+    measure::play_if_asked(&args);
     let options = parse(&args);
     println!("# Vigil restream benchmark\n");
     environment("before");
@@ -134,62 +134,6 @@ fn parse(args: &[String]) -> Options {
     options
 }
 
-/// Load and the busiest processes, so a reader knows what else ran.
-fn environment(when: &str) {
-    let run = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    println!(
-        "machine {when}: `{}`, {} cores",
-        run("uptime", &[]),
-        run("nproc", &[])
-    );
-    println!(
-        "```\n{}\n```\n",
-        run("sh", &["-c", "ps -eo pcpu,rss,comm --sort=-pcpu | head -6"])
-    );
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User + system CPU time of a process so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at field 3.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    Duration::from_secs_f64(ticks / clock_ticks())
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 fn cpu(vigil: &Vigil, camera: &FakeCamera, ports: &Ports, url: &str, options: &Options) {
     println!(
         "## CPU and memory (window {} s, {} repeats)\n",
@@ -252,32 +196,7 @@ fn cpu(vigil: &Vigil, camera: &FakeCamera, ports: &Ports, url: &str, options: &O
 }
 
 fn spawn_clients(url: &str, n: usize) -> Child {
-    Command::new(std::env::current_exe().expect("own path"))
-        .args(["clients", url, &n.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("cannot start the client process")
-}
-
-/// The client process: `n` players that depayload and parse (no decoding), until killed.
-fn run_clients(url: &str, n: usize) {
-    gst::init().expect("GStreamer");
-    let pipelines: Vec<gst::Element> = (0..n)
-        .map(|_| {
-            let pipeline = gst::parse::launch(&format!(
-                "rtspsrc location={url} protocols=tcp latency=200 name=s \
-                 s. ! application/x-rtp,media=video ! rtph264depay ! h264parse ! fakesink \
-                 s. ! application/x-rtp,media=audio ! rtppcmadepay ! fakesink"
-            ))
-            .expect("client pipeline");
-            pipeline.set_state(gst::State::Playing).expect("play");
-            pipeline
-        })
-        .collect();
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-        let _ = &pipelines;
-    }
+    measure::spawn_players(&vec![url.to_string(); n])
 }
 
 fn first_frame(url: &str, tries: usize) {
