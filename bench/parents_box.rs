@@ -15,6 +15,7 @@
 //! process: CPU time (utime + stime), RSS sampled every second and its peak, CPU by thread and
 //! role, first with no viewer at all, then with the twelve. Prints Markdown. Runs itself again
 //! inside a private network namespace (WebRTC gathers candidates on every interface); needs root.
+//! `BENCH_VIGIL_OPTIONS` adds option lines (such as `clips: false`), as in `bench/rtsp.rs`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -141,8 +142,9 @@ fn main() {
         ));
         cameras.extend([main, sub]);
     }
+    let extra_options = std::env::var("BENCH_VIGIL_OPTIONS").unwrap_or_default();
     let ports = Ports::free();
-    let mut vigil = Vigil::start(&ports.options(&yaml));
+    let mut vigil = Vigil::start(&ports.options(&format!("{extra_options}\n{yaml}")));
     common::wait_for_panel(ports.web);
     for (name, _) in CAMERAS {
         for stream in [name.to_string(), format!("{name}_sub")] {
@@ -151,7 +153,7 @@ fn main() {
             });
         }
     }
-    describe(&options);
+    describe(&options, &extra_options);
     let watched = Watched {
         vigil: vigil.pid(),
         cameras: cameras.iter().map(FakeCamera::pid).collect(),
@@ -228,7 +230,7 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
-fn describe(options: &Options) {
+fn describe(options: &Options, extra_options: &str) {
     let stream = |s: &StreamFormat| {
         format!(
             "{}×{} {} fps {} kbit/s H.264, a keyframe every {} s",
@@ -261,9 +263,14 @@ fn describe(options: &Options) {
             "sub"
         }
     );
+    let vigil_options = if extra_options.trim().is_empty() {
+        "default options (detection on, `unify_audio` on, clips on)".to_string()
+    } else {
+        format!("default options but `{}`", extra_options.trim())
+    };
     println!(
-        "- Vigil: default options (detection on, `unify_audio` on, clips on); phases: {} s with \
-         no viewer, {} s with the viewers, each after {} s to settle\n",
+        "- Vigil: {vigil_options}; phases: {} s with no viewer, {} s with the viewers, each \
+         after {} s to settle\n",
         options.idle_phase.as_secs(),
         options.phase.as_secs(),
         options.settle.as_secs()
