@@ -1,5 +1,6 @@
 //! One WebRTC viewer: its `webrtcbin` pipeline, the offer/answer exchange, and the task that
-//! feeds it once the peer is connected and ends it when the peer is gone.
+//! registers it with the camera's hub once the peer is connected (the hub then pushes its
+//! frames on the camera's thread) and ends it when the peer is gone.
 //!
 //! GStreamer callbacks (candidates, state changes, RTCP) reach the task by `try_send` on bounded
 //! channels or by atomics; nothing here blocks a GStreamer thread or panics in a callback.
