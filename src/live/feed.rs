@@ -22,8 +22,9 @@ use crate::camera::{
     StreamInfo, Subscription, Track,
 };
 
-/// Buffers a directly fed appsrc may hold before the hub counts its viewer as behind (the hub's
-/// own queue for a channel consumer is as long). A pipeline that keeps up holds one or two.
+/// Buffers a directly fed appsrc may hold, beyond the cached GOP it started with, before the
+/// hub counts its viewer as behind (as long as the hub's own queue for a channel consumer). A
+/// pipeline that keeps up holds one or two.
 const DIRECT_QUEUE_BUFFERS: u64 = 256;
 
 /// Where a viewer's audio comes from.
@@ -91,6 +92,7 @@ pub fn direct(
         Box::new(HubFeed {
             feeder: feeder.clone(),
             end: Some(end_tx),
+            burst: 0,
         }),
     );
     async move {
@@ -161,12 +163,24 @@ struct HubFeed {
     feeder: Arc<Mutex<Feeder>>,
     /// Taken when the feed ends; dropping the consumer unsent means the hub dropped it.
     end: Option<oneshot::Sender<FeedEnd>>,
+    /// Cached frames it started with: a long GOP's burst may sit in the appsrc for a moment
+    /// without the viewer being behind.
+    burst: u64,
+}
+
+impl HubFeed {
+    fn limit(&self) -> u64 {
+        self.burst + DIRECT_QUEUE_BUFFERS
+    }
 }
 
 impl DirectConsumer for HubFeed {
     fn offer(&mut self, event: &MediaEvent) -> Offered {
+        if matches!(event, MediaEvent::Frame(f) if f.cached) {
+            self.burst += 1;
+        }
         let mut feeder = lock(&self.feeder);
-        if feeder.queued() >= DIRECT_QUEUE_BUFFERS {
+        if feeder.queued() >= self.limit() {
             return Offered::Full;
         }
         match feeder.event(event) {
@@ -181,7 +195,7 @@ impl DirectConsumer for HubFeed {
     }
 
     fn has_room(&self) -> bool {
-        lock(&self.feeder).queued() < DIRECT_QUEUE_BUFFERS / 2
+        lock(&self.feeder).queued() < self.limit() / 2
     }
 }
 
@@ -483,5 +497,81 @@ mod tests {
             .field("rate", 48000i32)
             .build();
         assert!(Joiner::for_caps(&opus, span).is_none());
+    }
+
+    /// A playing appsrc → appsink pipeline, and what reaches the sink (pts in ms).
+    fn sink_pipeline(caps: &gst::Caps) -> (gst::Pipeline, gst_app::AppSrc, gst_app::AppSink) {
+        use gst::prelude::*;
+        let pipeline = gst::Pipeline::new();
+        let src = appsrc("src", caps);
+        let sink = gst_app::AppSink::builder().sync(false).build();
+        pipeline
+            .add_many([src.upcast_ref::<gst::Element>(), sink.upcast_ref()])
+            .unwrap();
+        src.link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        (pipeline, src, sink)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_direct_feed_starts_with_the_squeezed_gop_and_ends_when_the_format_changes() {
+        use crate::camera::hub::HubLimits;
+        use crate::camera::{CameraStatus, Hub};
+        use gst::prelude::*;
+        let _ = gst::init();
+        let hub = Hub::new(HubLimits::default());
+        let first = info("video/x-h264", 640, None);
+        hub.set_info(first.clone());
+        let (_status_tx, status) = tokio::sync::watch::channel(CameraStatus::default());
+        let camera = CameraHandle::new("nursery", hub.clone(), status);
+        let push = |ms: u64, keyframe: bool| {
+            hub.push(
+                Track::Video,
+                gst::Buffer::from_slice(vec![0u8; 100]),
+                Duration::from_millis(ms),
+                keyframe,
+            )
+        };
+        push(0, true);
+        push(66, false);
+        push(133, false);
+
+        let (pipeline, src, sink) = sink_pipeline(first.video.as_ref().unwrap());
+        let targets = FeedTargets {
+            video: src,
+            audio: None,
+            follow_caps: true,
+            join_audio: None,
+        };
+        let token = CancellationToken::new();
+        let feed = tokio::spawn(direct(
+            &camera,
+            ConsumerKind::WebRtc,
+            targets,
+            Arc::new(first),
+            token,
+        ));
+        assert_eq!(hub.consumer_count(ConsumerKind::WebRtc), 1);
+        // A live frame, pushed on this (the "camera's") thread.
+        push(200, false);
+        let mut pts = Vec::new();
+        while pts.len() < 4 {
+            let sample = sink
+                .try_pull_sample(gst::ClockTime::from_seconds(5))
+                .expect("a frame");
+            pts.push(sample.buffer().unwrap().pts().unwrap().mseconds());
+        }
+        // The GOP 1 ms apart, then the live frame at the camera's spacing after it.
+        assert_eq!(pts, vec![0, 1, 2, 69]);
+
+        // Another codec: the pipeline cannot follow, the feed says so and leaves the hub.
+        hub.set_info(info("video/x-h265", 640, None));
+        let end = tokio::time::timeout(Duration::from_secs(5), feed)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(end, FeedEnd::FormatChanged);
+        assert_eq!(hub.consumer_count(ConsumerKind::WebRtc), 0);
+        pipeline.set_state(gst::State::Null).unwrap();
     }
 }
