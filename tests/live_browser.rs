@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::chromium::{self, Chromium, Page};
 use common::fake_camera::FakeCamera;
+use common::picture::Picture;
 use common::{Ports, Vigil, cameras_yaml, free_port, netns};
 use serde_json::Value;
 
@@ -201,13 +202,14 @@ fn a_g711_camera_is_heard_untranscoded_over_webrtc() {
         let stats = webrtc_stats_playing(&mut chromium, &page).await;
         assert_eq!(stats["audio"]["mimeType"], "audio/PCMU", "{stats}");
         assert_eq!(stats["video"]["mimeType"], "video/H264", "{stats}");
-        // Still heard a moment later.
+        // Still heard a moment later, in 60 ms packets (the camera's 20 ms frames joined):
+        // about 33 in 2 s, where 20 ms packets would be 100.
         let before = stats["audio"]["packetsReceived"].as_u64().unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let later = chromium.eval(&page, WEBRTC_STATS).await;
         let after = later["audio"]["packetsReceived"].as_u64().unwrap();
         assert!(
-            after >= before + 50,
+            (before + 25..=before + 60).contains(&after),
             "{before} -> {after} audio packets in 2 s"
         );
     });
@@ -216,6 +218,89 @@ fn a_g711_camera_is_heard_untranscoded_over_webrtc() {
         !log.contains("audio transcoder starting"),
         "a transcoder ran for a G.711 viewer:\n{log}"
     );
+}
+
+/// The picture the page's video shows now, as a PNG in base64 (null before the first frame).
+const GRAB: &str = r#"(() => {
+  const v = document.getElementById('video');
+  if (!v || !v.videoWidth || v.readyState < 2) return null;
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  c.getContext('2d').drawImage(v, 0, 0);
+  return c.toDataURL('image/png').split(',')[1];
+})()"#;
+
+/// WebRTC viewers are fed by the hub on the camera's thread: one joining a camera that others
+/// watch must still start at once from the cached GOP (not at the camera's next keyframe, 4 s
+/// away here), with a whole picture, while the others play on.
+#[test]
+fn a_webrtc_viewer_joining_a_watched_camera_starts_at_once_with_a_whole_picture() {
+    if !netns::enter("a_webrtc_viewer_joining_a_watched_camera_starts_at_once_with_a_whole_picture")
+    {
+        return;
+    }
+    let camera = FakeCamera::start(&[
+        "--pattern",
+        "pinwheel",
+        "--gop",
+        "60",
+        "--slices",
+        "2",
+        "--audio",
+        "pcma",
+    ]);
+    let ports = Ports::free();
+    let mut vigil = Vigil::start(&ports.options(&format!(
+        "log_level: debug\nunify_audio: false\n{}",
+        cameras_yaml(&[("nursery", &camera.url())])
+    )));
+    vigil.wait_for_log("panel listening", Duration::from_secs(20));
+    common::wait_until("nursery online", Duration::from_secs(20), || {
+        common::producer(ports.web, "nursery")["state"] == "online"
+    });
+    let _vigil = LogOnFailure(vigil);
+    let reference = Picture::pattern("pinwheel", 640, 360);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use base64::Engine;
+        let mut chromium = Chromium::launch().await;
+        let url = format!(
+            "http://127.0.0.1:{}/live?src=nursery&mode=webrtc",
+            ports.web
+        );
+        let (watching, _) = chromium.open_playing(&url).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for joiner in 0..2 {
+            let (page, first_ms) = chromium.open_playing(&url).await;
+            // The very first picture shown: the newest of the cached GOP, decoded through it.
+            let png = chromium.eval(&page, GRAB).await;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(png.as_str().unwrap_or_default())
+                .unwrap();
+            let picture = Picture::from_bytes(&bytes).unwrap();
+            let psnr = picture.psnr(&reference);
+            eprintln!("joining viewer {joiner}: first frame {first_ms:.0} ms, {psnr:.1} dB");
+            assert!(psnr >= 35.0, "joining viewer {joiner}: {psnr:.1} dB");
+            assert!(
+                first_ms < 1000.0,
+                "joining viewer {joiner}: first frame after {first_ms:.0} ms (GOP 4 s)"
+            );
+            let stats = webrtc_stats_playing(&mut chromium, &page).await;
+            assert_eq!(stats["audio"]["mimeType"], "audio/PCMA", "{stats}");
+        }
+        // The first viewer played on all along.
+        let before = chromium.eval(&watching, WEBRTC_STATS).await["video"]["framesDecoded"]
+            .as_u64()
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = chromium.eval(&watching, WEBRTC_STATS).await["video"]["framesDecoded"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            after >= before + 10,
+            "watching viewer: {before} -> {after} frames in 1 s"
+        );
+    });
 }
 
 #[test]

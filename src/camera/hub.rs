@@ -109,7 +109,7 @@ struct Inner {
 struct Slot {
     id: u64,
     kind: ConsumerKind,
-    tx: mpsc::Sender<MediaEvent>,
+    tx: Outlet,
     /// Set when the queue was full: frames are skipped until the next keyframe.
     skipping_since: Option<Instant>,
     dropped_frames: u64,
@@ -119,6 +119,59 @@ struct Slot {
     started: SystemTime,
     /// Who consumes (such as `rtsp+tcp 192.168.1.30:50123`), as the consumer said.
     peer: Option<Arc<str>>,
+}
+
+/// Where a consumer's events go: a channel its task reads, or a [`DirectConsumer`] called on
+/// the camera's thread.
+enum Outlet {
+    Channel(mpsc::Sender<MediaEvent>),
+    Direct(Box<dyn DirectConsumer>),
+}
+
+/// What a [`DirectConsumer`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    Taken,
+    /// It is behind: the hub skips to the next keyframe, and drops it if that goes on.
+    Full,
+    /// It has ended: the hub drops it.
+    Gone,
+}
+
+/// A consumer the hub hands events to on the camera's own thread, under the hub's lock,
+/// instead of through a channel and a task: one thread hop fewer per frame (a viewer's
+/// appsrc). It must return at once and never call back into the hub.
+pub trait DirectConsumer: Send {
+    fn offer(&mut self, event: &MediaEvent) -> Offered;
+    /// Room for more (a skipping consumer gets a grace period while it drains).
+    fn has_room(&self) -> bool;
+}
+
+impl Outlet {
+    fn is_closed(&self) -> bool {
+        match self {
+            Outlet::Channel(tx) => tx.is_closed(),
+            Outlet::Direct(_) => false,
+        }
+    }
+
+    fn has_room(&self, limits: HubLimits) -> bool {
+        match self {
+            Outlet::Channel(tx) => tx.capacity() > limits.queue_frames / 2,
+            Outlet::Direct(consumer) => consumer.has_room(),
+        }
+    }
+
+    fn offer(&mut self, event: &MediaEvent) -> Offered {
+        match self {
+            Outlet::Channel(tx) => match tx.try_send(event.clone()) {
+                Ok(()) => Offered::Taken,
+                Err(mpsc::error::TrySendError::Full(_)) => Offered::Full,
+                Err(mpsc::error::TrySendError::Closed(_)) => Offered::Gone,
+            },
+            Outlet::Direct(consumer) => consumer.offer(event),
+        }
+    }
 }
 
 /// One consumer as the API shows it.
@@ -257,7 +310,7 @@ impl Hub {
         inner.consumers.push(Slot {
             id,
             kind,
-            tx,
+            tx: Outlet::Channel(tx),
             // With nothing cached, live frames before the next keyframe are of no use.
             skipping_since: waiting_for_keyframe.then(Instant::now),
             dropped_frames: 0,
@@ -268,6 +321,51 @@ impl Hub {
         });
         Subscription {
             rx,
+            id,
+            hub: Arc::downgrade(self),
+        }
+    }
+
+    /// Starts a consumer called on the camera's thread: like [`Hub::subscribe`] (the formats,
+    /// then the cached GOP, then live frames), handed over before this returns for what is
+    /// cached. Dropping the returned [`DirectSubscription`] ends it.
+    pub fn subscribe_direct(
+        self: &Arc<Self>,
+        kind: ConsumerKind,
+        mut consumer: Box<dyn DirectConsumer>,
+    ) -> DirectSubscription {
+        let mut inner = self.inner.lock().unwrap();
+        let mut delivered_frames = 0;
+        let mut delivered_bytes = 0;
+        if let Some(info) = &inner.info {
+            consumer.offer(&MediaEvent::Info(info.clone()));
+        }
+        let cached = if inner.gop.overflowed {
+            &[][..]
+        } else {
+            &inner.gop.frames[..]
+        };
+        for frame in cached {
+            let mut frame = frame.clone();
+            frame.cached = true;
+            delivered_bytes += frame.buffer.size() as u64;
+            delivered_frames += 1;
+            consumer.offer(&MediaEvent::Frame(frame));
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.consumers.push(Slot {
+            id,
+            kind,
+            tx: Outlet::Direct(consumer),
+            skipping_since: (delivered_frames == 0).then(Instant::now),
+            dropped_frames: 0,
+            delivered_frames,
+            delivered_bytes,
+            started: SystemTime::now(),
+            peer: None,
+        });
+        DirectSubscription {
             id,
             hub: Arc::downgrade(self),
         }
@@ -333,12 +431,11 @@ fn deliver(slot: &mut Slot, event: &MediaEvent, keyframe: bool, limits: HubLimit
             matches!(event, MediaEvent::Frame(f) if f.track == Track::Video && keyframe);
         if !(video_keyframe || is_info) {
             slot.dropped_frames += 1;
-            return since.elapsed() < limits.slow_consumer_timeout
-                || slot.tx.capacity() > limits.queue_frames / 2;
+            return since.elapsed() < limits.slow_consumer_timeout || slot.tx.has_room(limits);
         }
     }
-    match slot.tx.try_send(event.clone()) {
-        Ok(()) => {
+    match slot.tx.offer(event) {
+        Offered::Taken => {
             if let MediaEvent::Frame(frame) = event {
                 slot.skipping_since = None;
                 slot.delivered_frames += 1;
@@ -346,7 +443,7 @@ fn deliver(slot: &mut Slot, event: &MediaEvent, keyframe: bool, limits: HubLimit
             }
             true
         }
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Offered::Full => {
             slot.dropped_frames += 1;
             let since = *slot.skipping_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= limits.slow_consumer_timeout {
@@ -360,7 +457,7 @@ fn deliver(slot: &mut Slot, event: &MediaEvent, keyframe: bool, limits: HubLimit
             }
             true
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Offered::Gone => false,
     }
 }
 
@@ -439,6 +536,20 @@ impl Subscription {
     pub fn set_peer(&self, peer: impl Into<String>) {
         if let Some(hub) = self.hub.upgrade() {
             hub.set_peer(self.id, peer.into().into());
+        }
+    }
+}
+
+/// A [`DirectConsumer`]'s registration. Dropping it ends the consumer (the hub drops it).
+pub struct DirectSubscription {
+    id: u64,
+    hub: Weak<Hub>,
+}
+
+impl Drop for DirectSubscription {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.unsubscribe(self.id);
         }
     }
 }
@@ -674,6 +785,77 @@ mod tests {
         assert_eq!((infos[0].frames, infos[0].bytes), (2, 200));
         drop(sub);
         assert!(hub.consumer_infos().is_empty());
+    }
+
+    /// A direct consumer that records what it is offered and answers as `answer` says.
+    struct Recorder {
+        got: Arc<Mutex<Vec<(bool, bool)>>>,
+        answer: Arc<Mutex<Offered>>,
+    }
+
+    impl DirectConsumer for Recorder {
+        fn offer(&mut self, event: &MediaEvent) -> Offered {
+            let answer = *self.answer.lock().unwrap();
+            if let (MediaEvent::Frame(f), Offered::Taken) = (event, answer) {
+                self.got.lock().unwrap().push((f.keyframe, f.cached));
+            }
+            answer
+        }
+
+        fn has_room(&self) -> bool {
+            *self.answer.lock().unwrap() == Offered::Taken
+        }
+    }
+
+    #[test]
+    fn a_direct_consumer_gets_the_cache_at_once_and_is_dropped_when_stuck_or_gone() {
+        let hub = hub();
+        hub.set_info(info());
+        push_video(&hub, 0, true);
+        push_video(&hub, 33, false);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(Mutex::new(Offered::Taken));
+        let registration = hub.subscribe_direct(
+            ConsumerKind::WebRtc,
+            Box::new(Recorder {
+                got: got.clone(),
+                answer: answer.clone(),
+            }),
+        );
+        assert_eq!(*got.lock().unwrap(), vec![(true, true), (false, true)]);
+        push_video(&hub, 66, false);
+        assert_eq!(got.lock().unwrap().last(), Some(&(false, false)));
+        assert_eq!(hub.consumer_infos()[0].frames, 3);
+
+        // Behind: skipped to the next keyframe, then dropped once that lasts too long.
+        *answer.lock().unwrap() = Offered::Full;
+        push_video(&hub, 100, false);
+        std::thread::sleep(Duration::from_millis(250));
+        push_video(&hub, 133, true);
+        assert_eq!(hub.consumer_count(ConsumerKind::WebRtc), 0);
+        drop(registration);
+
+        // Gone: dropped at the next event; a registration dropped first unsubscribes.
+        let gone = hub.subscribe_direct(
+            ConsumerKind::WebRtc,
+            Box::new(Recorder {
+                got: got.clone(),
+                answer: Arc::new(Mutex::new(Offered::Gone)),
+            }),
+        );
+        push_video(&hub, 166, false);
+        assert_eq!(hub.consumer_count(ConsumerKind::WebRtc), 0);
+        drop(gone);
+        let kept = hub.subscribe_direct(
+            ConsumerKind::WebRtc,
+            Box::new(Recorder {
+                got,
+                answer: Arc::new(Mutex::new(Offered::Taken)),
+            }),
+        );
+        assert_eq!(hub.consumer_count(ConsumerKind::WebRtc), 1);
+        drop(kept);
+        assert_eq!(hub.consumer_count(ConsumerKind::WebRtc), 0);
     }
 
     #[test]

@@ -41,7 +41,8 @@ use crate::config::{CameraConfig, CameraSource, CameraUrl};
 pub use ingest::IngestOptions;
 
 pub use hub::{
-    ConsumerClock, ConsumerKind, Frame, Hub, MediaEvent, StreamInfo, Subscription, Track,
+    ConsumerClock, ConsumerKind, DirectConsumer, DirectSubscription, Frame, Hub, MediaEvent,
+    Offered, StreamInfo, Subscription, Track,
 };
 
 /// Makes a `factory` element named `name` for a camera pipeline, with an error that names the
@@ -196,6 +197,15 @@ impl CameraHandle {
     /// Starts a consumer at the cached keyframe (see [`Hub::subscribe`]).
     pub fn subscribe(&self, kind: ConsumerKind) -> Subscription {
         self.hub.subscribe(kind)
+    }
+
+    /// Starts a consumer the hub calls on the camera's thread (see [`DirectConsumer`]).
+    pub fn subscribe_direct(
+        &self,
+        kind: ConsumerKind,
+        consumer: Box<dyn DirectConsumer>,
+    ) -> DirectSubscription {
+        self.hub.subscribe_direct(kind, consumer)
     }
 
     /// The formats of the current session, once known.

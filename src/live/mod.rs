@@ -3,9 +3,9 @@
 //! ([`snapshot`]) — and the shared audio transcoders for cameras whose audio a browser cannot
 //! play as it is ([`transcode`]).
 //!
-//! Every viewer owns its pipeline, fed from a camera hub subscription through appsrc by
-//! [`feed`]; video is never re-encoded (only snapshots decode one keyframe). A viewer that falls
-//! behind is dropped, never the camera. This module speaks no HTTP and knows no stream aliases:
+//! Every viewer owns its pipeline, fed from its camera's hub through appsrc by [`feed`] (a
+//! WebRTC viewer by the hub itself, on the camera's thread); video is never re-encoded (only
+//! snapshots decode one keyframe). A viewer that falls behind is dropped, never the camera. This module speaks no HTTP and knows no stream aliases:
 //! `web/` resolves a request to a [`CameraHandle`] and carries the bytes and messages.
 
 pub mod feed;

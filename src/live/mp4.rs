@@ -183,6 +183,7 @@ pub async fn start(
         video: built.video_src.clone(),
         audio,
         follow_caps: false,
+        join_audio: None,
     };
     let mut stream = Fmp4Stream {
         content_type: String::new(),

@@ -1,6 +1,7 @@
-//! WebRTC viewers: one `webrtcbin` per viewer, fed from the camera's hub through appsrc. H.264
-//! (or H.265) passes through untouched; audio goes as the camera sends it where the browser takes
-//! it (G.711 at 8 kHz, Opus), otherwise as Opus from the camera's shared transcoder.
+//! WebRTC viewers: one `webrtcbin` per viewer, its appsrcs pushed by the camera's hub on the
+//! camera's thread ([`crate::live::feed::direct`]). H.264 (or H.265) passes through untouched;
+//! audio goes as the camera sends it where the browser takes it (G.711 at 8 kHz, joined into
+//! 60 ms packets; Opus), otherwise as Opus from the camera's shared transcoder.
 //!
 //! Signalling is a few verbs ([`start`] with an offer, [`Remote::add_candidate`], the
 //! [`Signal`]s a viewer sends back); this module never sees a WebSocket. A viewer lives until

@@ -11,6 +11,8 @@
 //!   PCMU, which Chromium and the companion app offer; Opus), so nothing is decoded; else as
 //!   Opus from the camera's shared transcoder, on the offer's Opus payload type.
 
+use std::time::Duration;
+
 use gst_sdp::{SDPMediaRef, SDPMessage};
 
 use crate::live::{AudioCodec, LiveError, VideoCodec};
@@ -43,6 +45,21 @@ pub struct AnswerPlan {
 pub struct AudioChoice {
     pub media: MediaChoice,
     pub send: AudioSend,
+    /// The offer's `a=maxptime:` (the longest packet it takes), if it says.
+    pub max_ptime: Option<Duration>,
+}
+
+/// How much G.711 goes in one packet: a third of the packets of the usual 20 ms, and each
+/// packet costs a viewer a trip through webrtcbin. Browsers take any length; the RTSP restream
+/// joins as much.
+pub const G711_PACKET_SPAN: Duration = Duration::from_millis(60);
+
+impl AudioChoice {
+    /// How long the camera's frames are joined into one packet (G.711; other codecs are not).
+    pub fn packet_span(&self) -> Duration {
+        self.max_ptime
+            .map_or(G711_PACKET_SPAN, |max| max.min(G711_PACKET_SPAN))
+    }
 }
 
 /// How a viewer's audio is made.
@@ -204,17 +221,24 @@ fn choose_video(
 
 /// The camera's own audio where `media` takes it, else Opus from the transcoder.
 fn choose_audio(media: &SDPMediaRef, mline: u32, camera_audio: &gst::Caps) -> Option<AudioChoice> {
+    let max_ptime = media
+        .attribute_val("maxptime")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
     let own = AudioCodec::of(camera_audio).and_then(|codec| {
         let encoding = webrtc_encoding(codec, camera_audio)?;
         choose(media, mline, encoding).map(|media| AudioChoice {
             media,
             send: AudioSend::Camera(codec),
+            max_ptime,
         })
     });
     own.or_else(|| {
         choose(media, mline, "OPUS").map(|media| AudioChoice {
             media,
             send: AudioSend::Transcoded,
+            max_ptime,
         })
     })
 }
@@ -487,6 +511,28 @@ mod tests {
         );
         // A camera without audio gets no audio m-line.
         assert_eq!(audio_plan(&offer, None), None);
+    }
+
+    #[test]
+    fn g711_goes_in_60_ms_packets_unless_the_offer_takes_less() {
+        let _ = gst::init();
+        let span = |offer: &str| {
+            let offer = parse_offer(offer).unwrap();
+            let pcma = g711("audio/x-alaw", 8000);
+            plan(&offer, "nursery", VideoCodec::H264, None, Some(&pcma))
+                .unwrap()
+                .audio
+                .unwrap()
+                .packet_span()
+        };
+        let offer = chromium_like(false);
+        assert_eq!(span(&offer), Duration::from_millis(60));
+        let at_most_40 = offer.replace(
+            "a=rtpmap:8 PCMA/8000\r\n",
+            "a=rtpmap:8 PCMA/8000\r\na=maxptime:40\r\n",
+        );
+        assert_ne!(at_most_40, offer);
+        assert_eq!(span(&at_most_40), Duration::from_millis(40));
     }
 
     #[test]

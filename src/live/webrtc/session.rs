@@ -1,5 +1,6 @@
 //! One WebRTC viewer: its `webrtcbin` pipeline, the offer/answer exchange, and the task that
-//! feeds it once the peer is connected and ends it when the peer is gone.
+//! registers it with the camera's hub once the peer is connected (the hub then pushes its
+//! frames on the camera's thread) and ends it when the peer is gone.
 //!
 //! GStreamer callbacks (candidates, state changes, RTCP) reach the task by `try_send` on bounded
 //! channels or by atomics; nothing here blocks a GStreamer thread or panics in a callback.
@@ -56,6 +57,8 @@ pub(super) struct Session {
     audio_src: Option<gst_app::AppSrc>,
     /// How the audio is made, when there is audio.
     audio_send: Option<AudioSend>,
+    /// How long the camera's G.711 frames are joined into one packet.
+    audio_join: Option<Duration>,
     events: mpsc::Receiver<Event>,
     /// `None` once the signalling side is gone; the peer connection may go on without it.
     commands: Option<mpsc::Receiver<Command>>,
@@ -178,6 +181,7 @@ impl Session {
             video_src,
             audio_src: audio_src.map(|(src, _)| src),
             audio_send: plan.audio.as_ref().map(|a| a.send),
+            audio_join: plan.audio.as_ref().map(|a| a.packet_span()),
             events,
             commands: Some(commands),
             last_rtcp_ms,
@@ -276,12 +280,12 @@ impl Session {
         tracing::debug!(camera, viewer = name, reason, "WebRTC viewer ended");
     }
 
-    /// Subscribes at the cached keyframe and feeds the pipeline (a future the task polls).
+    /// Registers with the camera's hub at the cached keyframe: the hub pushes into the appsrcs
+    /// on the camera's thread. The future the task polls ends with the feed.
     fn feed(
         &self,
         live: &Live,
     ) -> impl std::future::Future<Output = feed::FeedEnd> + Send + 'static {
-        let subscription = self.camera.subscribe(ConsumerKind::WebRtc);
         let audio = self.audio_src.clone().map(|src| {
             let from = match self.audio_send {
                 Some(AudioSend::Camera(_)) => AudioFrom::Camera,
@@ -293,8 +297,15 @@ impl Session {
             video: self.video_src.clone(),
             audio,
             follow_caps: true,
+            join_audio: self.audio_join,
         };
-        feed::run(subscription, targets, self.info.clone(), self.token.clone())
+        feed::direct(
+            &self.camera,
+            ConsumerKind::WebRtc,
+            targets,
+            self.info.clone(),
+            self.token.clone(),
+        )
     }
 
     fn local_description(&self) -> Option<String> {
