@@ -16,7 +16,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chromium::{Chromium, Page};
+use common::chromium::{Chromium, GRAB_PICTURE, Page};
 use common::fake_camera::FakeCamera;
 use common::picture::Picture;
 use common::rtsp_client::{ClientOptions, RtspClient};
@@ -36,16 +36,6 @@ const CAN_PLAY: &str = r#"((codec) => {
   const MS = window.ManagedMediaSource || window.MediaSource;
   return !!MS && MS.isTypeSupported(`video/mp4; codecs="${codec}"`);
 })"#;
-
-/// The picture the page's video shows now, as a PNG in base64 (null before the first frame).
-const GRAB: &str = r#"(() => {
-  const v = document.getElementById('video');
-  if (!v || !v.videoWidth || v.readyState < 2) return null;
-  const c = document.createElement('canvas');
-  c.width = v.videoWidth; c.height = v.videoHeight;
-  c.getContext('2d').drawImage(v, 0, 0);
-  return c.toDataURL('image/png').split(',')[1];
-})()"#;
 
 /// Audio a WebRTC viewer received (packets) and video frames it decoded.
 const WEBRTC_COUNTS: &str = r#"(async () => {
@@ -402,7 +392,7 @@ async fn grab(chromium: &mut Chromium, page: &Page) -> Result<Picture, String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let png = chromium.eval(page, GRAB).await;
+    let png = chromium.eval(page, GRAB_PICTURE).await;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(png.as_str().unwrap_or_default())
         .map_err(|e| e.to_string())?;
@@ -528,7 +518,9 @@ fn a_resolution_change_while_streaming_reaches_every_output() {
                 .wait_for(page, &size, Duration::from_secs(20))
                 .await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let png = chromium.wait_for(page, GRAB, Duration::from_secs(10)).await;
+            let png = chromium
+                .wait_for(page, GRAB_PICTURE, Duration::from_secs(10))
+                .await;
             use base64::Engine;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(png.as_str().unwrap_or_default())

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chromium::{self, Chromium, Page};
+use common::chromium::{self, Chromium, GRAB_PICTURE, Page};
 use common::fake_camera::FakeCamera;
 use common::picture::Picture;
 use common::{Ports, Vigil, cameras_yaml, free_port, netns};
@@ -174,14 +174,10 @@ fn a_pcma_camera_and_an_aac_camera_both_play_opus_over_webrtc() {
     }
 }
 
-#[test]
-fn a_g711_camera_is_heard_untranscoded_over_webrtc() {
-    if !netns::enter("a_g711_camera_is_heard_untranscoded_over_webrtc") {
-        return;
-    }
-    let camera = FakeCamera::start(&["--audio", "pcmu"]);
+/// Vigil with `camera` as `nursery`, online, and `unify_audio: false`: the hub carries the
+/// camera's own audio (G.711 stays G.711).
+fn vigil_with_camera_audio_as_sent(camera: &FakeCamera) -> (Vigil, Ports) {
     let ports = Ports::free();
-    // Without unify_audio the hub carries the camera's own G.711.
     let mut vigil = Vigil::start(&ports.options(&format!(
         "log_level: debug\nunify_audio: false\n{}",
         cameras_yaml(&[("nursery", &camera.url())])
@@ -190,6 +186,16 @@ fn a_g711_camera_is_heard_untranscoded_over_webrtc() {
     common::wait_until("nursery online", Duration::from_secs(20), || {
         common::producer(ports.web, "nursery")["state"] == "online"
     });
+    (vigil, ports)
+}
+
+#[test]
+fn a_g711_camera_is_heard_untranscoded_over_webrtc() {
+    if !netns::enter("a_g711_camera_is_heard_untranscoded_over_webrtc") {
+        return;
+    }
+    let camera = FakeCamera::start(&["--audio", "pcmu"]);
+    let (vigil, ports) = vigil_with_camera_audio_as_sent(&camera);
     let vigil = LogOnFailure(vigil);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -220,16 +226,6 @@ fn a_g711_camera_is_heard_untranscoded_over_webrtc() {
     );
 }
 
-/// The picture the page's video shows now, as a PNG in base64 (null before the first frame).
-const GRAB: &str = r#"(() => {
-  const v = document.getElementById('video');
-  if (!v || !v.videoWidth || v.readyState < 2) return null;
-  const c = document.createElement('canvas');
-  c.width = v.videoWidth; c.height = v.videoHeight;
-  c.getContext('2d').drawImage(v, 0, 0);
-  return c.toDataURL('image/png').split(',')[1];
-})()"#;
-
 /// WebRTC viewers are fed by the hub on the camera's thread: one joining a camera that others
 /// watch must still start at once from the cached GOP (not at the camera's next keyframe, 4 s
 /// away here), with a whole picture, while the others play on.
@@ -249,15 +245,7 @@ fn a_webrtc_viewer_joining_a_watched_camera_starts_at_once_with_a_whole_picture(
         "--audio",
         "pcma",
     ]);
-    let ports = Ports::free();
-    let mut vigil = Vigil::start(&ports.options(&format!(
-        "log_level: debug\nunify_audio: false\n{}",
-        cameras_yaml(&[("nursery", &camera.url())])
-    )));
-    vigil.wait_for_log("panel listening", Duration::from_secs(20));
-    common::wait_until("nursery online", Duration::from_secs(20), || {
-        common::producer(ports.web, "nursery")["state"] == "online"
-    });
+    let (vigil, ports) = vigil_with_camera_audio_as_sent(&camera);
     let _vigil = LogOnFailure(vigil);
     let reference = Picture::pattern("pinwheel", 640, 360);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -273,7 +261,7 @@ fn a_webrtc_viewer_joining_a_watched_camera_starts_at_once_with_a_whole_picture(
         for joiner in 0..2 {
             let (page, first_ms) = chromium.open_playing(&url).await;
             // The very first picture shown: the newest of the cached GOP, decoded through it.
-            let png = chromium.eval(&page, GRAB).await;
+            let png = chromium.eval(&page, GRAB_PICTURE).await;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(png.as_str().unwrap_or_default())
                 .unwrap();

@@ -388,3 +388,13 @@ impl Drop for Chromium {
         let _ = self.child.wait();
     }
 }
+
+/// The picture the page's video shows now, as a PNG in base64 (null before the first frame).
+pub const GRAB_PICTURE: &str = r#"(() => {
+  const v = document.getElementById('video');
+  if (!v || !v.videoWidth || v.readyState < 2) return null;
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  c.getContext('2d').drawImage(v, 0, 0);
+  return c.toDataURL('image/png').split(',')[1];
+})()"#;
