@@ -6,4 +6,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install-deps.sh all
-cargo test --locked "$@"
+# Every test binary runs even after one fails, so that one run shows every failure.
+cargo test --locked --no-fail-fast "$@"
